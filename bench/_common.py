@@ -8,6 +8,7 @@ the functions the benchmarks run in other interpreters are self-contained.
 import glob
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -20,10 +21,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def import_subinterp():
     """Import subinterp, adding the repo's build tree to sys.path if needed.
 
-    Honours PYTHONPATH first. Otherwise looks for a build directory holding an
-    extension built for *this* Python (build/*/python/_subinterp.<tag>.so) and
-    the package in python/. Returns the module, or raises ImportError with a
-    hint saying how to build or point at it.
+    Honours PYTHONPATH first. Otherwise looks for an optimised,
+    unsanitised build directory (build/<name>/CMakeCache.txt says Release or
+    RelWithDebInfo) holding an extension built for *this* Python
+    (build/<name>/python/_subinterp.<tag>*.so), and uses it with the package
+    in python/. Returns the module, or raises ImportError with a hint.
     """
     try:
         import subinterp
@@ -31,9 +33,12 @@ def import_subinterp():
     except ImportError:
         pass
     tag = sys.implementation.cache_tag  # e.g. cpython-313
-    for pydir in sorted(glob.glob(os.path.join(REPO, "build", "*", "python"))):
-        if glob.glob(os.path.join(pydir, "**", "_subinterp.%s*.so" % tag),
-                     recursive=True):
+    for builddir in sorted(glob.glob(os.path.join(REPO, "build", "*"))):
+        pydir = os.path.join(builddir, "python")
+        if (_build_type(builddir) in ("Release", "RelWithDebInfo")
+                and glob.glob(os.path.join(pydir, "**",
+                                           "_subinterp.%s*.so" % tag),
+                              recursive=True)):
             sys.path[:0] = [pydir, os.path.join(REPO, "python")]
             break
     try:
@@ -44,6 +49,38 @@ def import_subinterp():
             "PYTHONPATH=%s/build/<builddir>/python:%s/python"
             % (exc, REPO, REPO)) from exc
     return subinterp
+
+
+def _build_type(builddir):
+    """CMAKE_BUILD_TYPE of a build dir, or 'sanitized'/None."""
+    try:
+        with open(os.path.join(builddir, "CMakeCache.txt")) as f:
+            cache = dict(line.rstrip("\n").split("=", 1) for line in f
+                         if "=" in line and not line.startswith(("#", "//")))
+    except OSError:
+        return None
+    sanitize = cache.get("SUBINTERP_SANITIZE:STRING", "")
+    if sanitize and sanitize.upper() not in ("OFF", "NONE", "FALSE", "0"):
+        return "sanitized"
+    return cache.get("CMAKE_BUILD_TYPE:STRING")
+
+
+def describe_subinterp(mod):
+    """Where subinterp and its extension came from, and the build type."""
+    ext = sys.modules.get("_subinterp")
+    ext_file = getattr(ext, "__file__", None)
+    if not ext_file:
+        return where(mod)
+    builddir, btype = os.path.dirname(ext_file), None
+    for _ in range(3):  # the extension sits in build/<name>/python/...
+        builddir = os.path.dirname(builddir)
+        if os.path.exists(os.path.join(builddir, "CMakeCache.txt")):
+            btype = _build_type(builddir)
+            break
+    text = "%s (build type %s)" % (ext_file, btype or "unknown")
+    if btype not in ("Release", "RelWithDebInfo", None):
+        text += "  ** not an optimised build: figures are not meaningful **"
+    return text
 
 
 def cpython_private():
@@ -60,7 +97,7 @@ def where(mod):
     return getattr(mod, "__file__", None) or "built-in"
 
 
-# --- measuring ----------------------------------------------------------------
+# --- measuring ---------------------------------------------------------------
 
 class Stats:
     """Median and spread of a list of samples (seconds)."""
@@ -100,6 +137,61 @@ def rss_bytes():
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+class OthersMeter:
+    """CPU time used by other processes while a benchmark runs.
+
+    Non-idle time of all CPUs (/proc/stat) minus this process's own CPU time
+    and that of its reaped children (getrusage), as a fraction of the
+    machine's capacity over the interval. On a 2-core machine any such load
+    takes a core away from the parallel runs.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - fields[4]) / hz
+        own = sum(resource.getrusage(who).ru_utime
+                  + resource.getrusage(who).ru_stime
+                  for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+        return time.monotonic(), busy, own
+
+    def fraction(self):
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        capacity = wall * (os.cpu_count() or 1)
+        return max(0.0, others / capacity) if capacity > 0 else None
+
+
+_meter = None
+
+
+def machine_busy(seconds=0.5):
+    """Fraction of all CPUs' time not idle over a short sleep, or None."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return 1.0 - (idle1 - idle0) / total if total > 0 else None
+
+
 def cores():
     """CPUs this process may run on (affinity), and the machine's count."""
     try:
@@ -119,9 +211,17 @@ def header(title, **facts):
                                    platform.python_version(), sys.executable))
     print("machine : %d cores usable (%d online), %s" % (
         usable, total, platform.machine()))
+    global _meter
+    busy = machine_busy()
+    if busy is not None:
+        print("busy    : %.0f%% of all cores in use by others just before "
+              "the run%s" % (100 * busy,
+                             "  ** expect noisy, low parallel figures **"
+                             if busy > 0.10 else ""))
     for key, value in facts.items():
         print("%-8s: %s" % (key, value))
     print("=" * 72)
+    _meter = OthersMeter()
 
 
 def table(rows, headers):
@@ -145,12 +245,12 @@ class Targets:
 
     def at_least(self, name, measured, target, note=""):
         ok = measured >= target
-        self._add(ok, "%s: %.2fx (target >= %.2fx)%s" % (
+        self._add(ok, "%s: %.3fx (target >= %.2fx)%s" % (
             name, measured, target, note))
 
     def at_most(self, name, measured, target, note=""):
         ok = measured <= target
-        self._add(ok, "%s: %.2fx (target <= %.2fx)%s" % (
+        self._add(ok, "%s: %.3fx (target <= %.2fx)%s" % (
             name, measured, target, note))
 
     def na(self, name, why):
@@ -161,6 +261,12 @@ class Targets:
 
     def print(self):
         print()
+        others = _meter.fraction() if _meter else None
+        if others is not None:
+            print("other processes used %.0f%% of the machine's CPU during "
+                  "the run%s" % (100 * others,
+                                 "  ** figures disturbed, rerun on a quiet "
+                                 "machine **" if others > 0.05 else ""))
         print("targets (informational; benchmarks never fail):")
         for line in self.lines:
             print(line)

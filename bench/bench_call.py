@@ -205,7 +205,8 @@ def main(argv=None):
     subinterp = _common.import_subinterp()
     cpy_name, _ = _common.cpython_private()
     _common.header("calls into an interpreter: subinterp vs CPython's %s"
-                   % cpy_name, subinterp=_common.where(subinterp))
+                   % cpy_name,
+                   subinterp=_common.describe_subinterp(subinterp))
     t = _common.Targets()
     bench_round_trip(args, subinterp, t)
     bench_parallel(args, subinterp, t)

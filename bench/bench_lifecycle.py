@@ -140,7 +140,7 @@ def main(argv=None):
              % (args.warmup, args.cycles),
         memory="%d interpreters at once, in %d fresh child process(es) each"
                % (args.count, args.memory_runs),
-        subinterp=_common.where(sub.mod))
+        subinterp=_common.describe_subinterp(sub.mod))
 
     times = measure_time(impls, args.cycles, args.warmup)
     print("\ncreate + close, one cycle:")

@@ -1,4 +1,5 @@
-"""The article's confound: a loop at module level vs the same loop in a function.
+"""The article's confound: a loop at module level vs the same loop in a
+function.
 
 At module level every variable is a global: a dict lookup and store on each
 use (LOAD_NAME/STORE_NAME). In a function they are fast locals. The loop
@@ -84,7 +85,7 @@ def main(argv=None):
         "module-level loop vs the same loop in a function",
         loop="for i in range(%d): total += i" % n,
         rounds="1 warm-up + %d timed, median reported" % args.repeat,
-        subinterp=_common.where(subinterp))
+        subinterp=_common.describe_subinterp(subinterp))
 
     module_src = MODULE_SRC.format(n=n)
     function_src = FUNCTION_SRC.format(n=n)

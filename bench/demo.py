@@ -110,7 +110,7 @@ def main(argv=None):
         runs="%d (option -n); rounds: 1 warm-up + %d timed, median "
              "reported" % (count, args.repeat),
         procs="multiprocessing start method %r" % ctx.get_start_method(),
-        subinterp=_common.where(subinterp))
+        subinterp=_common.describe_subinterp(subinterp))
     expected = [spin(n)] * count
 
     # The pool first: forking after interpreters (and their threads) exist is
