@@ -1,0 +1,108 @@
+# Registers every test with CTest. Labels: "cpp" (GoogleTest, tests/cpp),
+# "python" (unittest, tests/python), "install" (find_package and pip install).
+#
+# Environment of every test:
+#   PYTHONPATH=<build>/python:<source>/python   _subinterp, then the package
+#   SUBINTERP_BUILD_DIR=<build>, SUBINTERP_SOURCE_DIR=<source>
+#   PYTHONDONTWRITEBYTECODE=1, PYTHONFAULTHANDLER=1
+# plus, in a sanitizer build, the sanitizer's options and, for tests that run
+# the (uninstrumented) python executable, LD_PRELOAD of its runtime.
+
+if(SUBINTERP_SANITIZE STREQUAL "")
+  set(SUBINTERP_TEST_TIMEOUT 300 CACHE STRING "Timeout in seconds of each test")
+else()
+  # Instrumented code runs several times slower.
+  set(SUBINTERP_TEST_TIMEOUT 900 CACHE STRING "Timeout in seconds of each test")
+endif()
+
+set(SUBINTERP_TEST_ENV
+    "PYTHONPATH=${SUBINTERP_PYTHON_BUILD_DIR}:${PROJECT_SOURCE_DIR}/python"
+    "SUBINTERP_BUILD_DIR=${PROJECT_BINARY_DIR}"
+    "SUBINTERP_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+    "PYTHONDONTWRITEBYTECODE=1"
+    "PYTHONFAULTHANDLER=1")
+if(SUBINTERP_SANITIZE STREQUAL "address")
+  # Python objects then come from malloc, where ASan sees each one.
+  list(APPEND SUBINTERP_TEST_ENV "PYTHONMALLOC=malloc")
+endif()
+# Tests that run a program we linked / the python executable.
+set(_exe_env ${SUBINTERP_TEST_ENV} ${SUBINTERP_SANITIZER_EXE_ENV})
+set(_python_env ${SUBINTERP_TEST_ENV} ${SUBINTERP_SANITIZER_ENV})
+
+# --- C++ tests: one executable, each GoogleTest case a CTest test "cpp.<Suite>.<Name>".
+file(GLOB _cpp_tests CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/tests/cpp/*_test.cpp")
+if(_cpp_tests)
+  find_package(GTest REQUIRED)
+  include(GoogleTest)
+  subinterp_program(subinterp_cpp_tests ${_cpp_tests})
+  target_link_libraries(subinterp_cpp_tests PRIVATE GTest::gtest_main GTest::gmock)
+  set_target_properties(subinterp_cpp_tests PROPERTIES
+    RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests")
+  # PRE_TEST: the list of cases is read when ctest runs, not at build time, so
+  # a build never fails because a test binary cannot start.
+  gtest_discover_tests(subinterp_cpp_tests
+    TEST_PREFIX "cpp."
+    TEST_LIST subinterp_cpp_tests_TESTS
+    DISCOVERY_MODE PRE_TEST
+    DISCOVERY_TIMEOUT 60
+    PROPERTIES LABELS cpp TIMEOUT ${SUBINTERP_TEST_TIMEOUT})
+  # gtest_discover_tests flattens list-valued PROPERTIES, so ENVIRONMENT (a
+  # list) is set by a file that CTest reads after the discovered tests.
+  set(_env_file "${PROJECT_BINARY_DIR}/subinterp_cpp_tests_env.cmake")
+  file(WRITE "${_env_file}"
+    "if(subinterp_cpp_tests_TESTS)\n"
+    "  set_tests_properties(\${subinterp_cpp_tests_TESTS} PROPERTIES ENVIRONMENT [==[${_exe_env}]==])\n"
+    "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${_env_file}")
+endif()
+
+# --- Python tests: one CTest test "python.<module>" per tests/python/test_*.py.
+file(GLOB _py_tests CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/tests/python/test_*.py")
+foreach(_file IN LISTS _py_tests)
+  get_filename_component(_module "${_file}" NAME_WE)
+  add_test(NAME python.${_module}
+           COMMAND "${Python_EXECUTABLE}" -m unittest -v ${_module}
+           WORKING_DIRECTORY "${PROJECT_SOURCE_DIR}/tests/python")
+  set_tests_properties(python.${_module} PROPERTIES
+    LABELS python
+    TIMEOUT ${SUBINTERP_TEST_TIMEOUT}
+    ENVIRONMENT "${_python_env}")
+endforeach()
+
+# --- find_package(subinterp) from an install into a scratch prefix builds a
+# consumer (tests/find-package) that links subinterp::core.
+if(SUBINTERP_INSTALL)
+  list(JOIN SUBINTERP_SANITIZE_FLAGS " " _sanitize_flags)
+  list(JOIN SUBINTERP_SANITIZE_LINK_FLAGS " " _sanitize_link_flags)
+  add_test(NAME install.find_package
+           COMMAND "${CMAKE_COMMAND}"
+             "-DBUILD_DIR=${PROJECT_BINARY_DIR}"
+             "-DCONSUMER_DIR=${PROJECT_SOURCE_DIR}/tests/find-package"
+             "-DWORK_DIR=${PROJECT_BINARY_DIR}/find-package-test"
+             "-DGENERATOR=${CMAKE_GENERATOR}"
+             "-DCXX_COMPILER=${CMAKE_CXX_COMPILER}"
+             "-DBUILD_TYPE=$<CONFIG>"
+             "-DPython_EXECUTABLE=${Python_EXECUTABLE}"
+             "-DSANITIZE_FLAGS=${_sanitize_flags}"
+             "-DSANITIZE_LINK_FLAGS=${_sanitize_link_flags}"
+             -P "${PROJECT_SOURCE_DIR}/cmake/FindPackageTest.cmake")
+  set_tests_properties(install.find_package PROPERTIES
+    LABELS install
+    TIMEOUT ${SUBINTERP_TEST_TIMEOUT}
+    ENVIRONMENT "${_exe_env}")
+endif()
+
+# --- pip installs the project (PEP 517 backend in tools/build_backend, no
+# package index) into a scratch folder, and a fresh python imports it from
+# there alone. It builds a plain Release wheel, so a sanitizer build skips it.
+if(SUBINTERP_SANITIZE STREQUAL "")
+  add_test(NAME install.pip
+           COMMAND "${CMAKE_COMMAND}"
+             "-DPython_EXECUTABLE=${Python_EXECUTABLE}"
+             "-DSOURCE_DIR=${PROJECT_SOURCE_DIR}"
+             "-DWORK_DIR=${PROJECT_BINARY_DIR}/pip-install-test"
+             -P "${PROJECT_SOURCE_DIR}/cmake/PipInstallTest.cmake")
+  set_tests_properties(install.pip PROPERTIES
+    LABELS "install;python"
+    TIMEOUT 900)
+endif()
