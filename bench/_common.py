@@ -123,6 +123,22 @@ class Stats:
             len(self.samples))
 
 
+def paired(numerators, denominators):
+    """Stats of per-round ratios a/b, pairing samples taken in one round.
+
+    Both sides of a pair were measured moments apart, so a slow spell of
+    the (virtual) machine hits both; the median of these ratios is steadier
+    than the ratio of the two medians.
+    """
+    if len(numerators) != len(denominators):
+        raise ValueError("unpaired samples")
+    return Stats([a / b for a, b in zip(numerators, denominators)])
+
+
+def fmt_ratio(stats):
+    return "%.2fx (%.2f-%.2f)" % (stats.median, stats.min, stats.max)
+
+
 def timed(fn, *args):
     """Run fn(*args) once; return (seconds, result)."""
     t0 = time.perf_counter()

@@ -4,7 +4,8 @@ interpreter, for subinterp beside CPython's private module in the same run
 interpreters with their own GIL by default, as subinterp.create() does).
 
 Time: a few warm-up cycles, then create+close cycles alternating between the
-two implementations (order swapped each cycle), median per cycle.
+two implementations (order swapped each cycle), median per cycle; the ratio
+is the median of the per-cycle-pair ratios.
 
 Memory: each measurement runs in a fresh child process (so neither side
 inherits the other's freed or leaked memory). The child imports both
@@ -102,7 +103,7 @@ def measure_time(impls, cycles, warmup):
         for impl in order:
             secs, _ = _common.timed(impl.cycle)
             samples[impl.kind].append(secs)
-    return {kind: _common.Stats(s) for kind, s in samples.items()}
+    return samples
 
 
 def parse_args(argv):
@@ -142,13 +143,15 @@ def main(argv=None):
                % (args.count, args.memory_runs),
         subinterp=_common.describe_subinterp(sub.mod))
 
-    times = measure_time(impls, args.cycles, args.warmup)
+    samples = measure_time(impls, args.cycles, args.warmup)
     print("\ncreate + close, one cycle:")
-    rows = [(impl.name, times[impl.kind].fmt("ms"))
+    rows = [(impl.name, _common.Stats(samples[impl.kind]).fmt("ms"))
             for impl in impls]
     _common.table(rows, ("implementation", "median (min, max, n)"))
-    time_ratio = times["subinterp"].median / times["cpython"].median
-    print("subinterp / %s: %.2fx" % (cpy.name, time_ratio))
+    paired = _common.paired(samples["subinterp"], samples["cpython"])
+    time_ratio = paired.median
+    print("subinterp / %s, per cycle pair: %s" % (
+        cpy.name, _common.fmt_ratio(paired)))
 
     mem = {impl.kind: measure_memory(impl.kind, args.count, args.memory_runs)
            for impl in impls}

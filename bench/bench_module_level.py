@@ -66,8 +66,8 @@ def parse_args(argv):
     p.add_argument("-n", type=int, default=usable,
                    help="parallel runs in part 2 (default: usable cores, %d)"
                         % usable)
-    p.add_argument("--repeat", type=int, default=5,
-                   help="timed rounds after one warm-up round (default 5)")
+    p.add_argument("--repeat", type=int, default=7,
+                   help="timed rounds after one warm-up round (default 7)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 300,000 iterations, 1 round")
     args = p.parse_args(argv)
@@ -130,44 +130,51 @@ def main(argv=None):
         for interp in [solo] + par:
             interp.close()
     st = {name: _common.Stats(s) for name, s in samples.items()}
-    med = {name: s.median for name, s in st.items()}
+
+    def ratio(a, b):
+        """Median of per-round ratios time(a)/time(b)."""
+        return _common.paired(samples[a], samples[b])
 
     print("\npart 1: one run at a time")
-    fn_main = med[single[0][0]]
+    fn_main, mod_main, fn_sub, mod_sub = (name for name, _ in single)
     _common.table([(name, "%.3f s" % st[name].median,
-                    "%.0f%%" % (100 * st[name].spread),
-                    "%.2fx" % (med[name] / fn_main))
+                    "%.3f-%.3f s" % (st[name].min, st[name].max),
+                    _common.fmt_ratio(ratio(name, fn_main)))
                    for name, _ in single],
-                  ("where, form", "wall (median)", "spread",
+                  ("where, form", "wall (median)", "min-max",
                    "time vs main+function"))
-    penalty_main = med[single[1][0]] / med[single[0][0]]
-    penalty_sub = med[single[3][0]] / med[single[2][0]]
-    sub_vs_main = med[single[2][0]] / med[single[0][0]]
-    print("module level / function: %.2fx in the main interpreter, %.2fx in "
-          "a subinterpreter" % (penalty_main, penalty_sub))
+    penalty_main = ratio(mod_main, fn_main)
+    penalty_sub = ratio(mod_sub, fn_sub)
+    sub_vs_main = ratio(fn_sub, fn_main)
+    print("module level / function, main interpreter: %s" %
+          _common.fmt_ratio(penalty_main))
+    print("module level / function, subinterpreter:   %s" %
+          _common.fmt_ratio(penalty_sub))
 
     print("\npart 2: %d runs in parallel" % count)
-    thr = med[parallel[0][0]]
+    thr, sub_mod, sub_fn = (name for name, _ in parallel)
     _common.table([(name, "%.3f s" % st[name].median,
-                    "%.0f%%" % (100 * st[name].spread),
-                    "%.2fx" % (thr / med[name]))
+                    "%.3f-%.3f s" % (st[name].min, st[name].max),
+                    _common.fmt_ratio(ratio(thr, name)))
                    for name, _ in parallel],
-                  ("mode", "wall (median)", "spread", "speedup vs threads"))
-    skewed = thr / med[parallel[1][0]]
-    fair = thr / med[parallel[2][0]]
+                  ("mode", "wall (median)", "min-max", "speedup vs threads"))
+    skewed = ratio(thr, sub_mod).median
+    fair = ratio(thr, sub_fn).median
     print("%-58s %.2fx" % ("article's comparison (module level in subinterps"
                            " vs threads):", skewed))
     print("%-58s %.2fx" % ("fair comparison (function in both):", fair))
     print("the article's method understates the subinterpreter gain by "
           "%.2fx here" % (fair / skewed))
+    print("(ratios: median, min-max of per-round ratios; each round runs "
+          "every form once)")
 
     t = _common.Targets()
     t.at_least("confound, main interpreter: module level / function",
-               penalty_main, 1.5)
+               penalty_main.median, 1.5)
     t.at_least("confound, subinterpreter: module level / function",
-               penalty_sub, 1.5)
+               penalty_sub.median, 1.5)
     t.at_most("subinterpreter function time / main interpreter function time",
-              sub_vs_main, 1.10)
+              sub_vs_main.median, 1.10)
     t.at_least("fair parallel speedup, subinterps vs threads", fair,
                0.95 * min(count, usable),
                " [0.95 x min(N=%d, cores=%d)]" % (count, usable))

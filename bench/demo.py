@@ -83,9 +83,9 @@ def parse_args(argv):
     p.add_argument("--iterations", type=int, default=5_000_000,
                    help="loop iterations per run (default 5,000,000: about "
                         "0.4 s on the 3.12/3.13 pyenv builds here)")
-    p.add_argument("--repeat", type=int, default=5,
+    p.add_argument("--repeat", type=int, default=7,
                    help="timed rounds per mode, after one warm-up round "
-                        "(default 5)")
+                        "(default 7)")
     p.add_argument("--start-method", default=None,
                    choices=multiprocessing.get_all_start_methods(),
                    help="multiprocessing start method (default: the "
@@ -146,18 +146,23 @@ def main(argv=None):
         pool.join()
 
     stats = {name: _common.Stats(s) for name, s in samples.items()}
-    seq = stats[modes[0][0]].median
-    thr = stats[modes[1][0]].median
+    seq_name, thr_name = modes[0][0], modes[1][0]
+    vs_seq = {name: _common.paired(samples[seq_name], samples[name])
+              for name in samples}
+    vs_thr = {name: _common.paired(samples[thr_name], samples[name])
+              for name in samples}
     rows = [(name, "%.3f s" % st.median,
-             "%.3f-%.3f s (%.0f%%)" % (st.min, st.max, 100 * st.spread),
-             "%.2fx" % (seq / st.median), "%.2fx" % (thr / st.median))
+             "%.3f-%.3f s" % (st.min, st.max),
+             _common.fmt_ratio(vs_seq[name]), _common.fmt_ratio(vs_thr[name]))
             for name, st in stats.items()]
     print()
-    _common.table(rows, ("mode", "wall (median)", "min-max (spread)",
-                         "vs sequential", "vs threads"))
+    _common.table(rows, ("mode", "wall (median)", "min-max",
+                         "speedup vs sequential", "vs threads"))
+    print("(speedups: median, min-max of per-round ratios; each round runs "
+          "every mode once)")
     print()
     print("one run of spin(%d) alone: %.3f s (sequential median / %d)" % (
-        n, seq / count, count))
+        n, stats[seq_name].median / count, count))
     print("set-up, not in the times above:")
     print("  subinterp.create() x %d : %8.1f ms (%.1f ms each)" % (
         count, created * 1e3, created * 1e3 / count))
@@ -173,7 +178,7 @@ def main(argv=None):
     t = _common.Targets()
     for name, _ in modes[2:4]:
         t.at_least("%s speedup vs sequential" % name,
-                   seq / stats[name].median, target,
+                   vs_seq[name].median, target,
                    " [0.95 x min(N=%d, cores=%d)]" % (count, usable))
     t.print()
     return 0
