@@ -187,6 +187,9 @@ def bench_parallel(args, subinterp, t):
                0.95 * min(tasks, usable),
                " [0.95 x min(tasks=%d, cores=%d); processes: %.2fx]"
                % (tasks, usable, speedups[modes[3][0]].median))
+    t.at_least("parallel subinterps speed relative to processes",
+               _common.paired(samples[modes[3][0]],
+                              samples[modes[2][0]]).median, 0.90)
 
 
 def parse_args(argv):
