@@ -1,0 +1,108 @@
+// Interpreters, and running code in them from any thread.
+//
+// `Interpreter` is a shared handle to an interpreter that this runtime
+// created (or to the main interpreter). Every method may be called from any
+// thread, with or without a Python thread state attached: when one is
+// attached it is detached while the call waits or runs elsewhere, and
+// attached again before the call returns (DESIGN.md, invariants 2 and 4).
+//
+// Each thread that runs code in an interpreter gets one thread state for it,
+// made on first use and kept until the thread exits or the interpreter is
+// closed. Interpreters are created and ended on one runtime thread: CPython
+// 3.12 requires an interpreter to be ended on the thread that created it.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "subinterp/error.hpp"
+#include "subinterp/value.hpp"
+
+namespace subinterp {
+
+namespace detail {
+class InterpreterState;
+}
+
+struct Config {
+  // true: own GIL, own allocator, extensions must support multiple
+  // interpreters (the isolated config of PEP 684). false: the legacy config,
+  // sharing the main interpreter's GIL, for extensions that need it.
+  bool isolated = true;
+};
+
+enum class Whence : int {
+  Unknown = 0,
+  Runtime = 1,    // the main interpreter
+  CApi = 3,       // made by someone else through the C API
+  Subinterp = 5,  // made by this runtime
+};
+
+class Interpreter {
+ public:
+  // Creates an interpreter. Throws InterpreterError when CPython refuses.
+  static Interpreter create(const Config& config = {});
+  // The main interpreter.
+  static Interpreter main();
+  // The interpreter with this id, if this runtime made it (or it is the main
+  // one). Throws InterpreterNotFound.
+  static Interpreter get(std::int64_t id);
+  // Ids of the interpreters this runtime made and has not closed.
+  static std::vector<std::int64_t> owned_ids();
+
+  std::int64_t id() const noexcept;
+  Whence whence() const noexcept;
+  bool is_main() const noexcept;
+  // True while exec() or call() runs in it, on any thread.
+  bool is_running() const noexcept;
+  bool is_closed() const noexcept;
+
+  // Runs Python source, or a code Value, in the __main__ namespace.
+  // Throws ExecutionFailed for an uncaught exception, InterpreterError if the
+  // interpreter is already running, InterpreterNotFound if it is closed.
+  void exec(std::string_view source);
+  void exec(const Value& code);
+  // Calls callable(*args, **kwargs) and returns the result. Throws as exec(),
+  // and NotShareable (path "result") when the result cannot travel.
+  Value call(const Value& callable, const Value& args, const Value& kwargs);
+  // Binds name -> value items of a dict Value in __main__.
+  void set_main_attrs(const Value& ns);
+
+  // Ends the interpreter. Throws InterpreterError if it is running or is the
+  // main interpreter, InterpreterNotFound if already closed. Waits for
+  // short-lived attachments (value rebuilds) to finish.
+  void close();
+
+  // Reference counting for owners such as Python `Interpreter` objects: when
+  // the count returns to zero after having been raised, the interpreter is
+  // closed (at once if idle, else when its current run ends).
+  void incref();
+  void decref();
+
+  friend bool operator==(const Interpreter& a, const Interpreter& b) noexcept {
+    return a.state_ == b.state_;
+  }
+
+ private:
+  explicit Interpreter(std::shared_ptr<detail::InterpreterState> state)
+      : state_(std::move(state)) {}
+  std::shared_ptr<detail::InterpreterState> state_;
+};
+
+// Id and origin of the interpreter attached on this thread (a thread state
+// must be attached).
+std::int64_t current_interpreter_id();
+Whence whence_of(std::int64_t id);
+// (id, whence) of every interpreter in the process.
+std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
+
+// Ends every interpreter this runtime made and stops the runtime thread.
+// Call it before Py_FinalizeEx (the Python package does it at exit).
+// Interpreters still running are left alone and reported on stderr.
+void shutdown();
+
+}  // namespace subinterp

@@ -1,0 +1,107 @@
+// Interpreter-neutral values.
+//
+// A `Value` is plain C++ data owned by no interpreter. It is captured from a
+// Python object in one interpreter (`Value::capture`) and rebuilt as a new,
+// equal object in another (`Value::rebuild`): this is the only way objects
+// move between interpreters (DESIGN.md, invariant 1).
+//
+// Kinds: None, bool, int (any size), float, complex, str, bytes, bytearray
+// (copied), tuple, list, dict, set, frozenset; shared buffers (zero copy);
+// modules (by name); code objects (marshalled); functions (by reference when
+// importable, else by value: code plus the globals, defaults and closure cells
+// they use); and pickled bytes for everything else.
+//
+// Values are immutable after capture and may be read from any thread without
+// a lock. Capture and rebuild require the attached thread state of the
+// interpreter that owns the Python objects involved.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "subinterp/ref.hpp"
+
+namespace subinterp {
+
+class SharedMemory;
+struct FunctionData;
+struct BufferData;
+
+class Value {
+ public:
+  enum class Kind : std::uint8_t {
+    None,
+    Bool,
+    Int,        // fits in int64
+    BigInt,     // text in base 16
+    Float,
+    Complex,
+    Str,        // UTF-8 (lone surrogates kept with surrogatepass)
+    Bytes,
+    ByteArray,
+    Tuple,
+    List,
+    Dict,       // items as key, value, key, value...
+    Set,
+    FrozenSet,
+    Buffer,     // a view of shared memory
+    Module,     // module name, imported on rebuild
+    Code,       // marshalled code object
+    Function,
+    Pickled,    // pickle protocol 5 bytes
+  };
+
+  Value() noexcept = default;  // None
+
+  // Captures `obj`. Throws NotShareable (with the path inside `obj`) when a
+  // part of it cannot travel, py::PythonError for other Python errors.
+  static Value capture(PyObject* obj);
+  // Builds a new object equal to the captured one in the attached interpreter.
+  py::ref rebuild() const;
+  // True when `obj` can be captured (without raising).
+  static bool is_shareable(PyObject* obj);
+
+  static Value from_bool(bool b);
+  static Value from_int(std::int64_t i);
+  static Value from_double(double d);
+  static Value from_str(std::string text);
+  static Value from_bytes(std::string data);
+  static Value tuple(std::vector<Value> items);
+  static Value list(std::vector<Value> items);
+  // `items` holds keys and values alternately.
+  static Value dict(std::vector<Value> items);
+  static Value pickled(std::string data);
+  static Value code(std::string marshalled);
+
+  Kind kind() const noexcept { return kind_; }
+  bool is_none() const noexcept { return kind_ == Kind::None; }
+  bool as_bool() const;
+  std::int64_t as_int() const;
+  double as_double() const;
+  // Text of Str, BigInt, Module, Code, Bytes, ByteArray, Pickled.
+  const std::string& as_string() const;
+  // Items of Tuple, List, Dict, Set, FrozenSet.
+  const std::vector<Value>& items() const;
+
+ private:
+  using Items = std::vector<Value>;
+  using Storage = std::variant<std::monostate, bool, std::int64_t, double, std::string,
+                               std::shared_ptr<const Items>, std::shared_ptr<const FunctionData>,
+                               std::shared_ptr<const BufferData>, std::pair<double, double>>;
+
+  Value(Kind kind, Storage storage) : kind_(kind), storage_(std::move(storage)) {}
+
+  friend class ValueCapture;
+  friend class ValueBuilder;
+
+  Kind kind_ = Kind::None;
+  Storage storage_;
+};
+
+}  // namespace subinterp

@@ -1,0 +1,110 @@
+#include "internal.hpp"
+
+#include "subinterp/error.hpp"
+
+namespace subinterp::detail {
+namespace {
+
+constexpr const char* kCacheKey = "subinterp.core.cache";
+
+void release_cache(PyObject* capsule) {
+  auto* c = static_cast<InterpCache*>(PyCapsule_GetPointer(capsule, kCacheKey));
+  if (c == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  Py_CLEAR(c->pickle_dumps);
+  Py_CLEAR(c->pickle_loads);
+  Py_CLEAR(c->builtins);
+  Py_CLEAR(c->code_out);
+  Py_CLEAR(c->code_in);
+  Py_CLEAR(c->shared_buffer_type);
+  delete c;
+}
+
+void load_pickle(InterpCache& c) {
+  py::ref pickle = py::check(PyImport_ImportModule("pickle"));
+  py::ref dumps = py::check(PyObject_GetAttrString(pickle.get(), "dumps"));
+  py::ref loads = py::check(PyObject_GetAttrString(pickle.get(), "loads"));
+  c.pickle_dumps = dumps.release();
+  c.pickle_loads = loads.release();
+}
+
+}  // namespace
+
+InterpCache& cache() {
+  PyObject* dict = PyInterpreterState_GetDict(PyInterpreterState_Get());
+  if (dict == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no interpreter state dict");
+    py::throw_python_error();
+  }
+  PyObject* capsule = PyDict_GetItemString(dict, kCacheKey);  // borrowed
+  if (capsule != nullptr) {
+    return *static_cast<InterpCache*>(PyCapsule_GetPointer(capsule, kCacheKey));
+  }
+  auto* c = new InterpCache();
+  py::ref made = py::ref::steal(PyCapsule_New(c, kCacheKey, release_cache));
+  if (!made) {
+    delete c;
+    py::throw_python_error();
+  }
+  py::check(PyDict_SetItemString(dict, kCacheKey, made.get()));
+  py::ref builtins = py::check(PyImport_ImportModule("builtins"));
+  c->builtins = builtins.release();
+  c->code_out = py::check(PyDict_New()).release();
+  c->code_in = py::check(PyDict_New()).release();
+  return *c;
+}
+
+py::ref pickle_dumps(PyObject* obj) {
+  InterpCache& c = cache();
+  if (c.pickle_dumps == nullptr) load_pickle(c);
+  py::ref protocol = py::check(PyLong_FromLong(5));
+  return py::check(PyObject_CallFunctionObjArgs(c.pickle_dumps, obj, protocol.get(), nullptr));
+}
+
+py::ref pickle_loads(std::string_view data) {
+  InterpCache& c = cache();
+  if (c.pickle_loads == nullptr) load_pickle(c);
+  py::ref bytes = py::check(
+      PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size())));
+  return py::check(PyObject_CallOneArg(c.pickle_loads, bytes.get()));
+}
+
+std::string utf8(PyObject* str) {
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(str, &size);
+  if (data != nullptr) return std::string(data, static_cast<std::size_t>(size));
+  if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) py::throw_python_error();
+  // Lone surrogates: keep them, as Python's own surrogatepass does.
+  PyErr_Clear();
+  py::ref bytes = py::check(PyUnicode_AsEncodedString(str, "utf-8", "surrogatepass"));
+  return std::string(PyBytes_AS_STRING(bytes.get()),
+                     static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.get())));
+}
+
+py::ref make_str(std::string_view text) {
+  return py::check(PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()),
+                                        "surrogatepass"));
+}
+
+std::string type_qualname(PyObject* obj) {
+  py::ref pending = py::ref::steal(PyErr_GetRaisedException());
+  std::string result = Py_TYPE(obj)->tp_name;
+  py::ref name = py::ref::steal(PyType_GetQualName(Py_TYPE(obj)));
+  py::ref module = py::ref::steal(
+      PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(obj)), "__module__"));
+  if (name && PyUnicode_Check(name.get())) {
+    const char* q = PyUnicode_AsUTF8(name.get());
+    if (q != nullptr) result = q;
+    if (module && PyUnicode_Check(module.get())) {
+      const char* m = PyUnicode_AsUTF8(module.get());
+      if (m != nullptr && std::string_view(m) != "builtins") result = std::string(m) + "." + result;
+    }
+  }
+  PyErr_Clear();
+  PyErr_SetRaisedException(pending.release());
+  return result;
+}
+
+}  // namespace subinterp::detail

@@ -1,0 +1,38 @@
+// Helpers shared by the core's source files; not part of the public API.
+#pragma once
+
+#include <Python.h>
+
+#include <string>
+#include <string_view>
+
+#include "subinterp/ref.hpp"
+
+namespace subinterp::detail {
+
+// Objects one interpreter keeps for the core, stored in that interpreter's
+// state dict (PyInterpreterState_GetDict) and released when it ends. Never
+// static: each interpreter has its own (DESIGN.md, invariant 3).
+struct InterpCache {
+  PyObject* pickle_dumps = nullptr;
+  PyObject* pickle_loads = nullptr;
+  PyObject* builtins = nullptr;
+  PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
+  PyObject* code_in = nullptr;   // {marshalled bytes: code}
+  PyObject* shared_buffer_type = nullptr;
+};
+
+// The attached interpreter's cache (made on first use). Throws PythonError.
+InterpCache& cache();
+
+py::ref pickle_dumps(PyObject* obj);
+py::ref pickle_loads(std::string_view data);
+
+// UTF-8 text of a str object; throws PythonError.
+std::string utf8(PyObject* str);
+// A str from UTF-8 text (lone surrogates pass through); throws PythonError.
+py::ref make_str(std::string_view text);
+// The qualified name of obj's type, for messages. Never throws.
+std::string type_qualname(PyObject* obj);
+
+}  // namespace subinterp::detail

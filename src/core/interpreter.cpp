@@ -1,0 +1,330 @@
+#include "subinterp/interpreter.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "internal.hpp"
+#include "runtime.hpp"
+#include "subinterp/subinterp.hpp"
+#include "subinterp/thread_state.hpp"
+
+namespace subinterp {
+namespace {
+
+using detail::Attachment;
+using detail::InterpreterState;
+
+std::string name_of(std::int64_t id) { return "interpreter " + std::to_string(id); }
+
+bool exists_in_process(std::int64_t id) {
+  for (PyInterpreterState* i = PyInterpreterState_Head(); i != nullptr;
+       i = PyInterpreterState_Next(i)) {
+    if (PyInterpreterState_GetID(i) == id) return true;
+  }
+  return false;
+}
+
+#if PY_VERSION_HEX < 0x030D0000
+// CPython 3.12 aborts the process (double free, or a freed pointer on the
+// tuple free list at exit) when these modules are first imported in an
+// isolated interpreter that is then ended, and in every later one after a
+// refused import of _datetime / _decimal / _zoneinfo. Importing them in the
+// main interpreter first avoids it. 3.13 is not affected.
+//
+// They are imported on the calling thread when it runs the main
+// interpreter: `threading` (which asyncio imports) takes the thread that
+// first imports it as its main thread, and finalization would then wait for
+// the runtime thread.
+std::atomic<bool> g_preloaded{false};
+
+void preload_for_312() {
+  static const char* const kModules[] = {"threading", "_datetime", "_decimal", "_zoneinfo",
+                                         "_asyncio",  "hashlib",   "ssl"};
+  for (const char* name : kModules) {
+    PyObject* module = PyImport_ImportModule(name);
+    if (module == nullptr) PyErr_Clear();  // not built here: nothing to protect
+    Py_XDECREF(module);
+  }
+  g_preloaded.store(true);
+}
+
+void preload_on_caller() {
+  if (g_preloaded.load()) return;
+  PyThreadState* current = current_thread_state();
+  if (current != nullptr && PyThreadState_GetInterpreter(current) == PyInterpreterState_Main()) {
+    preload_for_312();
+  }
+}
+#endif
+
+PyInterpreterConfig make_config(const Config& config) {
+  PyInterpreterConfig c{};
+  c.allow_threads = 1;
+  if (config.isolated) {
+    c.use_main_obmalloc = 0;
+    c.allow_fork = 0;
+    c.allow_exec = 0;
+    c.allow_daemon_threads = 0;
+    c.check_multi_interp_extensions = 1;
+    c.gil = PyInterpreterConfig_OWN_GIL;
+  } else {
+    c.use_main_obmalloc = 1;
+    c.allow_fork = 1;
+    c.allow_exec = 1;
+    c.allow_daemon_threads = 1;
+    c.check_multi_interp_extensions = 0;
+    c.gil = PyInterpreterConfig_SHARED_GIL;
+  }
+  return c;
+}
+
+// Runs `body` in the interpreter as a run (refused while another runs);
+// Python errors raised by it become ExecutionFailed.
+template <class Body>
+void run_in(const std::shared_ptr<InterpreterState>& state, Body&& body) {
+  Attachment attached(state, /*run=*/true);
+  std::optional<ExceptionSnapshot> failure;
+  try {
+    body();
+  } catch (py::PythonError& e) {
+    py::ref exc = e.take();
+    failure = ExceptionSnapshot::capture(exc.get());
+  }
+  if (failure) throw ExecutionFailed(std::move(*failure));
+}
+
+PyObject* main_namespace() {
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  if (main == nullptr) py::throw_python_error();
+  return PyModule_GetDict(main);
+}
+
+void exec_source(const std::string& source) {
+  PyObject* ns = main_namespace();
+  py::check(PyRun_String(source.c_str(), Py_file_input, ns, ns));
+}
+
+// Ends the interpreter on the runtime thread. Its state is closed and idle.
+void end_interpreter(InterpreterState& s, std::unordered_map<std::thread::id, PyThreadState*> others) {
+  detail::run_on_runtime_thread([&](PyThreadState*) {
+    PyEval_RestoreThread(s.home_);
+    // These belong to threads that attached another thread state after
+    // them (see Attachment), so deleting them here leaves no thread's
+    // PyGILState slot dangling.
+    for (auto& [thread, tstate] : others) {
+      PyThreadState_Clear(tstate);
+      PyThreadState_Delete(tstate);
+    }
+    Py_EndInterpreter(s.home_);
+  });
+}
+
+void close_state(const std::shared_ptr<InterpreterState>& state) {
+  InterpreterState& s = *state;
+  if (s.home_ == nullptr) throw InterpreterError("the main interpreter cannot be closed");
+  PyThreadState* current = current_thread_state();
+  if (current != nullptr && PyThreadState_GetInterpreter(current) == s.interp_) {
+    throw InterpreterError("an interpreter cannot close itself");
+  }
+  std::unordered_map<std::thread::id, PyThreadState*> others;
+  {
+    DetachGuard detached;  // value rebuilds in progress need their GILs
+    std::unique_lock lock(s.mu_);
+    if (s.closed_) throw InterpreterNotFound(name_of(s.id_) + " has already been closed");
+    if (s.running_) throw InterpreterError(name_of(s.id_) + " is running");
+    s.closed_ = true;
+    s.idle_.wait(lock, [&] { return s.attached_ == 0; });
+    others.swap(s.tstates_);
+  }
+  detail::unregister_owned(s.id_);
+  end_interpreter(s, std::move(others));
+}
+
+}  // namespace
+
+namespace detail {
+
+void close_released(const std::shared_ptr<InterpreterState>& state) {
+  try {
+    close_state(state);
+  } catch (InterpreterNotFound&) {
+    // closed explicitly meanwhile
+  } catch (std::exception& e) {
+    std::fprintf(stderr, "subinterp: could not close interpreter %lld: %s\n",
+                 static_cast<long long>(state->id_), e.what());
+  }
+}
+
+}  // namespace detail
+
+Interpreter Interpreter::create(const Config& config) {
+  std::shared_ptr<InterpreterState> state;
+#if PY_VERSION_HEX < 0x030D0000
+  preload_on_caller();
+#endif
+  detail::run_on_runtime_thread([&](PyThreadState* anchor) {
+    PyEval_RestoreThread(anchor);
+#if PY_VERSION_HEX < 0x030D0000
+    if (!g_preloaded.load()) preload_for_312();
+#endif
+    PyInterpreterConfig c = make_config(config);
+    PyThreadState* tstate = nullptr;
+    PyStatus status = Py_NewInterpreterFromConfig(&tstate, &c);
+    if (PyStatus_Exception(status) || tstate == nullptr) {
+      // CPython restores the anchor as the current thread state.
+      if (current_thread_state() == nullptr) PyEval_RestoreThread(anchor);
+      PyErr_Clear();
+      PyEval_SaveThread();
+      throw InterpreterError(std::string("interpreter creation failed: ") +
+                             (status.err_msg != nullptr ? status.err_msg : "unknown error"));
+    }
+    // The new interpreter's thread state is attached (the anchor was
+    // detached by CPython); detaching it leaves this thread with none.
+    PyInterpreterState* interp = PyThreadState_GetInterpreter(tstate);
+    state = std::make_shared<InterpreterState>(interp, PyInterpreterState_GetID(interp),
+                                               Whence::Subinterp, tstate);
+    PyEval_SaveThread();
+  });
+  detail::register_owned(state);
+  return Interpreter(state);
+}
+
+Interpreter Interpreter::main() { return Interpreter(detail::main_state()); }
+
+Interpreter Interpreter::get(std::int64_t id) {
+  if (auto state = detail::find_owned(id)) return Interpreter(state);
+  auto main = detail::main_state();
+  if (main->id_ == id) return Interpreter(main);
+  if (current_thread_state() != nullptr && exists_in_process(id)) {
+    throw InterpreterError(name_of(id) + " was not created by subinterp");
+  }
+  throw InterpreterNotFound(name_of(id) + " does not exist");
+}
+
+std::vector<std::int64_t> Interpreter::owned_ids() {
+  std::vector<std::int64_t> ids;
+  for (auto& state : detail::all_owned()) ids.push_back(state->id_);
+  return ids;
+}
+
+std::int64_t Interpreter::id() const noexcept { return state_->id_; }
+Whence Interpreter::whence() const noexcept { return state_->whence_; }
+bool Interpreter::is_main() const noexcept { return state_->home_ == nullptr; }
+
+bool Interpreter::is_running() const noexcept {
+  std::lock_guard lock(state_->mu_);
+  return state_->running_;
+}
+
+bool Interpreter::is_closed() const noexcept {
+  std::lock_guard lock(state_->mu_);
+  return state_->closed_;
+}
+
+void Interpreter::exec(std::string_view source) {
+  std::string text(source);
+  run_in(state_, [&] { exec_source(text); });
+}
+
+void Interpreter::exec(const Value& code) {
+  if (code.kind() == Value::Kind::Str) return exec(code.as_string());
+  if (code.kind() != Value::Kind::Code) {
+    throw InterpreterError("exec() takes source text or a code object");
+  }
+  run_in(state_, [&] {
+    py::ref compiled = code.rebuild();
+    PyObject* ns = main_namespace();
+    py::check(PyEval_EvalCode(compiled.get(), ns, ns));
+  });
+}
+
+Value Interpreter::call(const Value& callable, const Value& args, const Value& kwargs) {
+  Value result;
+  run_in(state_, [&] {
+    py::ref func = callable.rebuild();
+    py::ref positional = args.rebuild();
+    py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
+    py::ref out = py::check(PyObject_Call(func.get(), positional.get(), keywords.get()));
+    try {
+      result = Value::capture(out.get());
+    } catch (NotShareable& e) {
+      e.prepend("result");
+      throw;
+    }
+  });
+  return result;
+}
+
+void Interpreter::set_main_attrs(const Value& ns) {
+  if (ns.kind() != Value::Kind::Dict) throw InterpreterError("set_main_attrs() takes a dict");
+  run_in(state_, [&] {
+    PyObject* main_ns = main_namespace();
+    const auto& items = ns.items();
+    for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
+      py::ref key = items[i].rebuild();
+      py::ref value = items[i + 1].rebuild();
+      py::check(PyDict_SetItem(main_ns, key.get(), value.get()));
+    }
+  });
+}
+
+void Interpreter::close() { close_state(state_); }
+
+void Interpreter::incref() {
+  std::lock_guard lock(state_->mu_);
+  ++state_->refs_;
+}
+
+void Interpreter::decref() {
+  bool close_now = false;
+  {
+    std::lock_guard lock(state_->mu_);
+    if (state_->refs_ == 0) return;
+    if (--state_->refs_ > 0 || state_->closed_ || state_->home_ == nullptr) return;
+    if (state_->running_) {
+      state_->close_when_released_ = true;
+    } else {
+      close_now = true;
+    }
+  }
+  if (close_now) detail::close_released(state_);
+}
+
+std::int64_t current_interpreter_id() { return PyInterpreterState_GetID(PyInterpreterState_Get()); }
+
+Whence whence_of(std::int64_t id) {
+  if (detail::find_owned(id)) return Whence::Subinterp;
+  if (detail::main_state()->id_ == id) return Whence::Runtime;
+  return Whence::CApi;
+}
+
+std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
+  std::vector<std::pair<std::int64_t, Whence>> result;
+  for (PyInterpreterState* i = PyInterpreterState_Head(); i != nullptr;
+       i = PyInterpreterState_Next(i)) {
+    std::int64_t id = PyInterpreterState_GetID(i);
+    result.emplace_back(id, whence_of(id));
+  }
+  return result;
+}
+
+void shutdown() {
+  for (auto& state : detail::all_owned()) {
+    try {
+      close_state(state);
+    } catch (InterpreterNotFound&) {
+      // closed meanwhile by another thread
+    } catch (std::exception& e) {
+      std::fprintf(stderr, "subinterp: interpreter %lld left open at exit: %s\n",
+                   static_cast<long long>(state->id_), e.what());
+    }
+  }
+  detail::shutdown_runtime();
+}
+
+const char* version() noexcept { return "0.1.0"; }
+
+}  // namespace subinterp

@@ -1,0 +1,80 @@
+// The runtime's process-wide state: the registry of interpreters, the thread
+// that creates and ends them, and per-thread thread-state bookkeeping.
+#pragma once
+
+#include <Python.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "subinterp/interpreter.hpp"
+
+namespace subinterp::detail {
+
+class InterpreterState {
+ public:
+  InterpreterState(PyInterpreterState* interp, std::int64_t id, Whence whence, PyThreadState* home)
+      : interp_(interp), id_(id), whence_(whence), home_(home) {}
+
+  PyInterpreterState* const interp_;
+  const std::int64_t id_;
+  const Whence whence_;
+  // The thread state that created the interpreter, on the runtime thread;
+  // the interpreter is ended with it. Null for the main interpreter.
+  PyThreadState* const home_;
+
+  std::mutex mu_;
+  std::condition_variable idle_;  // attached_ dropped to zero
+  bool running_ = false;          // exec/call/set_main_attrs in progress
+  int attached_ = 0;              // threads with a thread state of it attached
+  bool closed_ = false;
+  std::int64_t refs_ = 0;
+  bool close_when_released_ = false;  // refs_ went to zero while running
+  // Cached thread states of other threads (one per thread).
+  std::unordered_map<std::thread::id, PyThreadState*> tstates_;
+};
+
+// Attaches a thread state of `state` on this thread for the object's
+// lifetime. With `run`, marks the interpreter running (and refuses if it
+// already is). Throws InterpreterNotFound / InterpreterError.
+class Attachment {
+ public:
+  Attachment(const std::shared_ptr<InterpreterState>& state, bool run);
+  ~Attachment();
+  Attachment(const Attachment&) = delete;
+  Attachment& operator=(const Attachment&) = delete;
+
+ private:
+  std::shared_ptr<InterpreterState> state_;
+  bool run_;
+  PyThreadState* tstate_ = nullptr;
+  PyThreadState* prev_ = nullptr;
+  bool swapped_ = false;    // a different thread state was attached before
+  bool temporary_ = false;  // made for this attachment alone; deleted after
+};
+
+// Runs `job` on the runtime thread and waits for it (with any thread state
+// of the caller detached). The job gets the runtime thread's main-interpreter
+// thread state, detached. Exceptions thrown by `job` are rethrown here.
+void run_on_runtime_thread(const std::function<void(PyThreadState* anchor)>& job);
+
+// Ends an interpreter whose last reference went away (from decref, or from
+// the end of the run that was in progress then). Reports failures on stderr.
+void close_released(const std::shared_ptr<InterpreterState>& state);
+// Stops the runtime thread; thread-exit hooks stop touching Python.
+void shutdown_runtime();
+
+std::shared_ptr<InterpreterState> find_owned(std::int64_t id);
+std::shared_ptr<InterpreterState> main_state();
+void register_owned(const std::shared_ptr<InterpreterState>& state);
+void unregister_owned(std::int64_t id);
+std::vector<std::shared_ptr<InterpreterState>> all_owned();
+
+}  // namespace subinterp::detail

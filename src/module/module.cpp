@@ -1,0 +1,442 @@
+// _subinterp: the low-level extension behind the `subinterp` package.
+//
+// Thin: each function turns its Python arguments into core calls and the
+// core's results and C++ errors back into Python objects and exceptions of
+// the calling interpreter (docs/extension.md). Per-interpreter safe: multi-
+// phase init, all Python objects in module state.
+#include <Python.h>
+
+#include <new>
+#include <string>
+
+#include "subinterp/subinterp.hpp"
+
+namespace si = subinterp;
+namespace py = subinterp::py;
+
+namespace {
+
+struct ModuleState {
+  PyObject* interpreter_error;
+  PyObject* not_found_error;
+  PyObject* execution_failed;
+  PyObject* not_shareable_error;
+  PyObject* make_excinfo;
+};
+
+ModuleState* state_of(PyObject* module) {
+  return static_cast<ModuleState*>(PyModule_GetState(module));
+}
+
+PyObject* or_default(PyObject* registered, PyObject* fallback) {
+  return registered != nullptr ? registered : fallback;
+}
+
+py::ref snapshot_tuple(const si::ExceptionSnapshot& s);
+
+py::ref optional_snapshot(const std::shared_ptr<const si::ExceptionSnapshot>& s) {
+  return s ? snapshot_tuple(*s) : py::ref::borrow(Py_None);
+}
+
+py::ref text(const std::string& s) {
+  return py::check(PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace"));
+}
+
+py::ref snapshot_tuple(const si::ExceptionSnapshot& s) {
+  py::ref pickled = s.pickled ? py::check(PyBytes_FromStringAndSize(
+                                    s.pickled->data(), static_cast<Py_ssize_t>(s.pickled->size())))
+                              : py::ref::borrow(Py_None);
+  py::ref cause = optional_snapshot(s.cause);
+  py::ref context = optional_snapshot(s.context);
+  py::ref parts[] = {text(s.type_name), text(s.type_qualname), text(s.type_module), text(s.msg),
+                     text(s.formatted), text(s.errdisplay)};
+  return py::check(PyTuple_Pack(9, parts[0].get(), parts[1].get(), parts[2].get(), parts[3].get(),
+                                parts[4].get(), parts[5].get(), cause.get(), context.get(),
+                                pickled.get()));
+}
+
+void raise_execution_failed(ModuleState* st, const si::ExceptionSnapshot& snapshot) {
+  if (st->execution_failed == nullptr || st->make_excinfo == nullptr) {
+    PyErr_Format(PyExc_RuntimeError, "uncaught in the interpreter: %s", snapshot.errdisplay.c_str());
+    return;
+  }
+  py::ref raw = snapshot_tuple(snapshot);
+  py::ref excinfo = py::check(PyObject_CallOneArg(st->make_excinfo, raw.get()));
+  py::ref exc = py::check(PyObject_CallOneArg(st->execution_failed, excinfo.get()));
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.get())), exc.get());
+}
+
+// Turns the exception in flight into a pending Python exception of this
+// interpreter. Called from the catch clauses of every entry point.
+void translate(PyObject* module) noexcept {
+  ModuleState* st = state_of(module);
+  try {
+    throw;
+  } catch (py::PythonError& e) {
+    e.restore();
+  } catch (si::ExecutionFailed& e) {
+    try {
+      raise_execution_failed(st, e.snapshot());
+    } catch (py::PythonError& inner) {
+      inner.restore();
+    }
+  } catch (si::NotShareable& e) {
+    PyErr_SetString(or_default(st->not_shareable_error, PyExc_TypeError), e.what());
+  } catch (si::InterpreterNotFound& e) {
+    PyErr_SetString(or_default(st->not_found_error, PyExc_RuntimeError), e.what());
+  } catch (si::InterpreterError& e) {
+    PyErr_SetString(or_default(st->interpreter_error, PyExc_RuntimeError), e.what());
+  } catch (std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (std::exception& e) {
+    PyErr_SetString(PyExc_SystemError, e.what());
+  } catch (...) {
+    PyErr_SetString(PyExc_SystemError, "unknown C++ exception in _subinterp");
+  }
+}
+
+// Each entry point is one try: this runs `body` and translates errors.
+template <class Body>
+PyObject* entry(PyObject* module, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (...) {
+    translate(module);
+    return nullptr;
+  }
+}
+
+std::int64_t id_arg(PyObject* obj) {
+  if (!PyLong_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "interpreter id must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+    py::throw_python_error();
+  }
+  long long id = PyLong_AsLongLong(obj);
+  if (id == -1 && PyErr_Occurred()) py::throw_python_error();
+  if (id < 0) {
+    PyErr_SetString(PyExc_ValueError, "interpreter id must be a non-negative int");
+    py::throw_python_error();
+  }
+  return id;
+}
+
+bool check_nargs(const char* name, Py_ssize_t nargs, Py_ssize_t min, Py_ssize_t max) {
+  if (nargs >= min && nargs <= max) return true;
+  PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd positional arguments (%zd given)", name, min,
+               max, nargs);
+  return false;
+}
+
+si::Value capture_at(PyObject* obj, const char* path) {
+  try {
+    return si::Value::capture(obj);
+  } catch (si::NotShareable& e) {
+    e.prepend(path);
+    throw;
+  }
+}
+
+py::ref id_whence(std::int64_t id, si::Whence whence) {
+  return py::check(Py_BuildValue("(Li)", static_cast<long long>(id), static_cast<int>(whence)));
+}
+
+PyObject* m_create(PyObject* module, PyObject* args, PyObject* kwargs) {
+  static const char* kwlist[] = {"isolated", nullptr};
+  int isolated = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:create", const_cast<char**>(kwlist),
+                                   &isolated)) {
+    return nullptr;
+  }
+  return entry(module, [&] {
+    si::Interpreter interp = si::Interpreter::create(si::Config{isolated != 0});
+    return PyLong_FromLongLong(interp.id());
+  });
+}
+
+PyObject* m_destroy(PyObject* module, PyObject* id) {
+  return entry(module, [&] {
+    si::Interpreter::get(id_arg(id)).close();
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* m_list_all(PyObject* module, PyObject*) {
+  return entry(module, [&] {
+    py::ref result = py::check(PyList_New(0));
+    for (auto& [id, whence] : si::list_interpreters()) {
+      py::check(PyList_Append(result.get(), id_whence(id, whence).get()));
+    }
+    return result.release();
+  });
+}
+
+PyObject* m_get_current(PyObject* module, PyObject*) {
+  return entry(module, [&] {
+    std::int64_t id = si::current_interpreter_id();
+    return id_whence(id, si::whence_of(id)).release();
+  });
+}
+
+PyObject* m_get_main(PyObject* module, PyObject*) {
+  return entry(module, [&] {
+    std::int64_t id = si::Interpreter::main().id();
+    return id_whence(id, si::Whence::Runtime).release();
+  });
+}
+
+PyObject* m_whence(PyObject* module, PyObject* id) {
+  return entry(module, [&] {
+    std::int64_t n = id_arg(id);
+    for (auto& [other, whence] : si::list_interpreters()) {
+      if (other == n) return PyLong_FromLong(static_cast<long>(whence));
+    }
+    throw si::InterpreterNotFound("interpreter " + std::to_string(n) + " does not exist");
+  });
+}
+
+PyObject* m_is_running(PyObject* module, PyObject* id) {
+  return entry(module, [&] {
+    return PyBool_FromLong(si::Interpreter::get(id_arg(id)).is_running());
+  });
+}
+
+// Code to run: source text, a code object, or a function without
+// parameters, whose body runs.
+si::Value exec_code(PyObject* code) {
+  if (PyUnicode_Check(code) || PyCode_Check(code)) return si::Value::capture(code);
+  if (PyFunction_Check(code)) {
+    PyCodeObject* co = reinterpret_cast<PyCodeObject*>(PyFunction_GetCode(code));
+    py::ref argcount = py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_argcount"));
+    py::ref kwonly = py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_kwonlyargcount"));
+    py::ref flags = py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_flags"));
+    long f = PyLong_AsLong(flags.get());
+    if (PyLong_AsLong(argcount.get()) != 0 || PyLong_AsLong(kwonly.get()) != 0 ||
+        (f & (CO_VARARGS | CO_VARKEYWORDS)) != 0) {
+      PyErr_SetString(PyExc_ValueError, "exec() takes a function without parameters; use call()");
+      py::throw_python_error();
+    }
+    if (PyFunction_GetClosure(code) != nullptr) {
+      PyErr_SetString(PyExc_ValueError, "exec() takes a function without a closure; use call()");
+      py::throw_python_error();
+    }
+    return si::Value::capture(reinterpret_cast<PyObject*>(co));
+  }
+  PyErr_Format(PyExc_TypeError, "exec() takes source text, a code object or a function, not %.100s",
+               Py_TYPE(code)->tp_name);
+  py::throw_python_error();
+}
+
+PyObject* m_exec(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  if (!check_nargs("exec", nargs, 2, 2)) return nullptr;
+  return entry(module, [&] {
+    si::Interpreter interp = si::Interpreter::get(id_arg(args[0]));
+    si::Value code = exec_code(args[1]);
+    interp.exec(code);
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* m_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  if (!check_nargs("call", nargs, 2, 4)) return nullptr;
+  return entry(module, [&] {
+    si::Interpreter interp = si::Interpreter::get(id_arg(args[0]));
+    PyObject* callable = args[1];
+    if (!PyCallable_Check(callable)) {
+      PyErr_Format(PyExc_TypeError, "'%.100s' object is not callable", Py_TYPE(callable)->tp_name);
+      py::throw_python_error();
+    }
+    PyObject* call_args = nargs > 2 ? args[2] : nullptr;
+    PyObject* call_kwargs = nargs > 3 ? args[3] : Py_None;
+    if (call_args != nullptr && !PyTuple_Check(call_args)) {
+      PyErr_SetString(PyExc_TypeError, "call() args must be a tuple");
+      py::throw_python_error();
+    }
+    if (call_kwargs != Py_None && !PyDict_Check(call_kwargs)) {
+      PyErr_SetString(PyExc_TypeError, "call() kwargs must be a dict or None");
+      py::throw_python_error();
+    }
+    si::Value fn = capture_at(callable, "callable");
+    si::Value positional = call_args != nullptr ? capture_at(call_args, "args") : si::Value::tuple({});
+    si::Value keywords = call_kwargs != Py_None && PyDict_GET_SIZE(call_kwargs) > 0
+                             ? capture_at(call_kwargs, "kwargs")
+                             : si::Value();
+    si::Value result = interp.call(fn, positional, keywords);
+    return result.rebuild().release();
+  });
+}
+
+PyObject* m_set_main_attrs(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  if (!check_nargs("set_main_attrs", nargs, 2, 2)) return nullptr;
+  return entry(module, [&] {
+    si::Interpreter interp = si::Interpreter::get(id_arg(args[0]));
+    if (!PyDict_Check(args[1])) {
+      PyErr_SetString(PyExc_TypeError, "set_main_attrs() takes a dict");
+      py::throw_python_error();
+    }
+    PyObject* key = nullptr;
+    PyObject* value = nullptr;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(args[1], &pos, &key, &value)) {
+      if (!PyUnicode_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "__main__ attribute names must be str");
+        py::throw_python_error();
+      }
+    }
+    interp.set_main_attrs(capture_at(args[1], "ns"));
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* m_is_shareable(PyObject* module, PyObject* obj) {
+  return entry(module, [&] { return PyBool_FromLong(si::Value::is_shareable(obj)); });
+}
+
+PyObject* m_incref(PyObject* module, PyObject* id) {
+  return entry(module, [&] {
+    si::Interpreter::get(id_arg(id)).incref();
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* m_decref(PyObject* module, PyObject* id) {
+  return entry(module, [&] {
+    si::Interpreter::get(id_arg(id)).decref();
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* m_shutdown(PyObject* module, PyObject*) {
+  return entry(module, [&] {
+    si::shutdown();
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* m_register(PyObject* module, PyObject* args, PyObject* kwargs) {
+  if (PyTuple_GET_SIZE(args) != 0 || kwargs == nullptr) {
+    PyErr_SetString(PyExc_TypeError, "register() takes keyword arguments only");
+    return nullptr;
+  }
+  ModuleState* st = state_of(module);
+  struct Slot {
+    const char* name;
+    PyObject** field;
+    bool exception;
+  } slots[] = {{"InterpreterError", &st->interpreter_error, true},
+               {"InterpreterNotFoundError", &st->not_found_error, true},
+               {"ExecutionFailed", &st->execution_failed, true},
+               {"NotShareableError", &st->not_shareable_error, true},
+               {"make_excinfo", &st->make_excinfo, false}};
+  PyObject* key = nullptr;
+  PyObject* value = nullptr;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(kwargs, &pos, &key, &value)) {
+    Slot* found = nullptr;
+    for (Slot& slot : slots) {
+      if (PyUnicode_CompareWithASCIIString(key, slot.name) == 0) found = &slot;
+    }
+    if (found == nullptr) {
+      PyErr_Format(PyExc_TypeError, "register() got an unexpected keyword argument %R", key);
+      return nullptr;
+    }
+    if (found->exception && !(PyType_Check(value) && PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(value),
+                                                                        reinterpret_cast<PyTypeObject*>(PyExc_Exception)))) {
+      PyErr_Format(PyExc_TypeError, "register(): %U must be an Exception subclass", key);
+      return nullptr;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(*found->field, value);
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef methods[] = {
+    {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_create)),
+     METH_VARARGS | METH_KEYWORDS, "create(isolated=True) -> id"},
+    {"destroy", m_destroy, METH_O, "destroy(id)"},
+    {"list_all", m_list_all, METH_NOARGS, "list_all() -> [(id, whence)]"},
+    {"get_current", m_get_current, METH_NOARGS, "get_current() -> (id, whence)"},
+    {"get_main", m_get_main, METH_NOARGS, "get_main() -> (id, whence)"},
+    {"whence", m_whence, METH_O, "whence(id) -> int"},
+    {"is_running", m_is_running, METH_O, "is_running(id) -> bool"},
+    {"exec", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_exec)), METH_FASTCALL,
+     "exec(id, code)"},
+    {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_call)), METH_FASTCALL,
+     "call(id, callable, args=(), kwargs=None) -> result"},
+    {"set_main_attrs", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_set_main_attrs)),
+     METH_FASTCALL, "set_main_attrs(id, ns)"},
+    {"is_shareable", m_is_shareable, METH_O, "is_shareable(obj) -> bool"},
+    {"incref", m_incref, METH_O, "incref(id)"},
+    {"decref", m_decref, METH_O, "decref(id)"},
+    {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_register)),
+     METH_VARARGS | METH_KEYWORDS, "register(**classes)"},
+    {"shutdown", m_shutdown, METH_NOARGS, "shutdown()"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+int module_exec(PyObject* module) {
+  ModuleState* st = state_of(module);
+  *st = ModuleState{};
+  try {
+    PyObject* type = reinterpret_cast<PyObject*>(si::shared_buffer_type());
+    py::check(PyModule_AddObjectRef(module, "SharedBuffer", type));
+  } catch (py::PythonError& e) {
+    e.restore();
+    return -1;
+  }
+  struct {
+    const char* name;
+    si::Whence value;
+  } constants[] = {{"WHENCE_UNKNOWN", si::Whence::Unknown},
+                   {"WHENCE_RUNTIME", si::Whence::Runtime},
+                   {"WHENCE_CAPI", si::Whence::CApi},
+                   {"WHENCE_SUBINTERP", si::Whence::Subinterp}};
+  for (auto& c : constants) {
+    if (PyModule_AddIntConstant(module, c.name, static_cast<long>(c.value)) < 0) return -1;
+  }
+  return PyModule_AddStringConstant(module, "__version__", si::version());
+}
+
+int module_traverse(PyObject* module, visitproc visit, void* arg) {
+  ModuleState* st = state_of(module);
+  Py_VISIT(st->interpreter_error);
+  Py_VISIT(st->not_found_error);
+  Py_VISIT(st->execution_failed);
+  Py_VISIT(st->not_shareable_error);
+  Py_VISIT(st->make_excinfo);
+  return 0;
+}
+
+int module_clear(PyObject* module) {
+  ModuleState* st = state_of(module);
+  Py_CLEAR(st->interpreter_error);
+  Py_CLEAR(st->not_found_error);
+  Py_CLEAR(st->execution_failed);
+  Py_CLEAR(st->not_shareable_error);
+  Py_CLEAR(st->make_excinfo);
+  return 0;
+}
+
+void module_free(void* module) { module_clear(static_cast<PyObject*>(module)); }
+
+PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, reinterpret_cast<void*>(module_exec)},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    {0, nullptr},
+};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "_subinterp",
+    "Low-level interface to the subinterp runtime; use the subinterp package.",
+    sizeof(ModuleState),
+    methods,
+    slots,
+    module_traverse,
+    module_clear,
+    module_free,
+};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__subinterp() { return PyModuleDef_Init(&module_def); }
