@@ -233,9 +233,11 @@ def _copy_sys_path(interpid):
 
 
 def list_all():
-    """Return an :class:`Interpreter` for every interpreter in the process."""
+    """Return an :class:`Interpreter` for every interpreter in the process,
+    the main interpreter first, then the others in the order of creation."""
     interps = []
-    for interpid, whence in _subinterp.list_all():
+    # In id order, which is creation order (main first), as 3.14 lists them.
+    for interpid, whence in sorted(_subinterp.list_all()):
         try:
             interps.append(Interpreter(interpid, _whence=whence))
         except InterpreterNotFoundError:

@@ -1,0 +1,127 @@
+"""Shared test helpers: a TestCase base that cleans up interpreters, a
+context manager that keeps an interpreter running, and running scripts in a
+fresh python so that a crash fails one test instead of killing the runner."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import unittest
+
+import subinterp
+import targets
+
+# Seconds a subprocess may take before the test fails (sanitizer builds are
+# slow, hence generous).
+SCRIPT_TIMEOUT = 240
+
+
+class TestBase(unittest.TestCase):
+    """Closes, after each test, the interpreters the test left open."""
+
+    def setUp(self):
+        self._before = {interp.id for interp in subinterp.list_all()}
+
+    def tearDown(self):
+        for interp in subinterp.list_all():
+            if interp.id in self._before:
+                continue
+            with contextlib.suppress(subinterp.InterpreterError):
+                interp.close()
+
+    def pipe(self):
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        return r, w
+
+    @contextlib.contextmanager
+    def running(self, interp):
+        """Keep ``interp`` running a call (in another thread) for the body."""
+        r_in, w_in = self.pipe()
+        r_out, w_out = self.pipe()
+        errors = []
+
+        def run():
+            try:
+                interp.call(targets.block, r_in, w_out)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                os.write(w_out, b'E')
+
+        t = threading.Thread(target=run)
+        t.start()
+        try:
+            started = os.read(r_out, 1)
+            if started != b'S':
+                raise AssertionError(f'the call did not start: {errors!r}')
+            yield
+        finally:
+            os.write(w_in, b'x')
+            t.join(SCRIPT_TIMEOUT)
+        self.assertFalse(t.is_alive(), 'the blocked call never returned')
+        self.assertEqual(errors, [])
+
+
+def write_script(directory, name, text):
+    path = os.path.join(directory, name)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(textwrap.dedent(text))
+    return path
+
+
+def run_script(text, *, files=None, args=(), timeout=SCRIPT_TIMEOUT):
+    """Run ``text`` as a script file in a fresh python and return the
+    CompletedProcess (text output). ``files`` maps more file names to their
+    text, written beside the script."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, body in (files or {}).items():
+            write_script(tmp, name, body)
+        script = write_script(tmp, 'script.py', text)
+        return subprocess.run(
+            [sys.executable, script, *args], cwd=tmp, capture_output=True,
+            text=True, timeout=timeout, env=os.environ.copy())
+
+
+def describe(proc):
+    rc = proc.returncode
+    if rc < 0:
+        try:
+            how = f'killed by {signal.Signals(-rc).name}'
+        except ValueError:
+            how = f'killed by signal {-rc}'
+    else:
+        how = f'exit code {rc}'
+    return (f'{how}\n--- stdout ---\n{proc.stdout[-4000:]}'
+            f'\n--- stderr ---\n{proc.stderr[-4000:]}')
+
+
+class ScriptTestBase(TestBase):
+
+    def assert_script_ok(self, text, *, returncode=0, quiet_stderr=True,
+                         **kwargs):
+        """Run a script; it must end with ``returncode``, without a fatal
+        error, and (if ``quiet_stderr``) print nothing on stderr. Returns
+        its stdout."""
+        proc = run_script(text, **kwargs)
+        self.assertEqual(proc.returncode, returncode, describe(proc))
+        self.assertNotIn('Fatal Python error', proc.stderr, describe(proc))
+        if quiet_stderr:
+            self.assertEqual(proc.stderr, '', describe(proc))
+        return proc.stdout
+
+
+def single_phase_module():
+    """Name of an extension module with single-phase init, which CPython
+    3.12 and 3.13 both refuse in an isolated interpreter (checked on both).
+    _testsinglephase comes last: its static state, once initialized in an
+    isolated interpreter, crashes a later import on 3.12 (a CPython bug)."""
+    import importlib.util
+    for name in ('_curses', 'readline', '_testsinglephase'):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise unittest.SkipTest('no single-phase extension module here')

@@ -1,0 +1,184 @@
+"""Process exit with interpreters still open, each case in a fresh python:
+exit code as the script asks, no 'Fatal Python error', no crash, nothing
+on stderr that the script did not print."""
+
+import unittest
+
+from helpers import ScriptTestBase
+
+
+class LeftOpenTests(ScriptTestBase):
+
+    def test_idle_interpreters_left_open(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            keep = [subinterp.create() for _ in range(5)]
+            keep.append(subinterp.create(isolated=False))
+            for i, interp in enumerate(keep):
+                interp.prepare_main(i=i)
+                interp.exec('data = [i] * 1000')
+            print('end', len(subinterp.list_all()))
+            ''')
+        self.assertEqual(out.strip(), 'end 7')
+
+    def test_interpreter_with_state_left_open(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            interp = subinterp.create()
+            buf = interp.call(subinterp.SharedBuffer, 64)
+            interp.exec(
+                'import threading, json, collections\\n'
+                'import subinterp\\n'
+                'state = {"lock": threading.Lock()}\\n'
+                'me = subinterp.get_current()\\n'
+                'main = subinterp.get_main()\\n')
+            print('end')
+            ''')
+        self.assertEqual(out.strip(), 'end')
+
+    def test_nested_interpreter_left_open(self):
+        # An interpreter created by another interpreter, both left open.
+        out = self.assert_script_ok('''
+            import subinterp
+            outer = subinterp.create()
+            outer.exec('import subinterp\\n'
+                       'inner = subinterp.create()\\n'
+                       'inner.exec("x = 1")\\n')
+            print('end', len(subinterp.list_all()))
+            ''')
+        self.assertEqual(out.strip(), 'end 3')
+
+    def test_interpreter_held_only_by_another(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            a, b = subinterp.create(), subinterp.create()
+            b.prepare_main(other=a)
+            del a
+            print('end', len(subinterp.list_all()))
+            ''')
+        self.assertEqual(out.strip(), 'end 3')
+
+    def test_closing_holder_closes_held(self):
+        # b holds the last reference to a; closing b drops it, which
+        # closes a (while b is being finalized).
+        out = self.assert_script_ok('''
+            import gc, subinterp
+            a, b = subinterp.create(), subinterp.create()
+            aid = a.id
+            b.prepare_main(other=a)
+            del a
+            gc.collect()
+            b.close()
+            print('end', aid in [i.id for i in subinterp.list_all()])
+            ''')
+        self.assertEqual(out.strip(), 'end False')
+
+    def test_self_reference_left_open(self):
+        # An interpreter holding an Interpreter object for itself.
+        out = self.assert_script_ok('''
+            import subinterp
+            interp = subinterp.create()
+            interp.exec('import subinterp; me = subinterp.get_current()')
+            del interp
+            print('end')
+            ''')
+        self.assertEqual(out.strip(), 'end')
+
+    def test_sys_exit_code_kept(self):
+        self.assert_script_ok('''
+            import sys, subinterp
+            keep = [subinterp.create() for _ in range(3)]
+            sys.exit(5)
+            ''', returncode=5)
+
+    def test_uncaught_exception_in_main(self):
+        proc_out = self.assert_script_ok('''
+            import subinterp
+            keep = [subinterp.create() for _ in range(3)]
+            raise RuntimeError('main failed')
+            ''', returncode=1, quiet_stderr=False)
+        self.assertEqual(proc_out, '')
+
+    def test_call_in_thread_finishes_before_exit(self):
+        # Non-daemon threads are joined before the interpreters are ended.
+        out = self.assert_script_ok('''
+            import atexit, time, subinterp
+            interp = subinterp.create()
+            start = time.monotonic()
+            t = interp.call_in_thread(time.sleep, 0.5)
+            atexit.register(lambda: print(
+                t.is_alive(), time.monotonic() - start >= 0.5))
+            print('main end')
+            ''')
+        self.assertEqual(out.splitlines(), ['main end', 'False True'])
+
+    def test_user_atexit_can_use_interpreters(self):
+        # Hooks registered after importing subinterp run before it ends
+        # the interpreters.
+        out = self.assert_script_ok('''
+            import atexit, subinterp
+            interp = subinterp.create()
+            atexit.register(lambda: print(interp.call(abs, -9)))
+            ''')
+        self.assertEqual(out.strip(), '9')
+
+
+class Py312CrashTests(ScriptTestBase):
+    """CPython 3.12.1 aborts the process when an isolated interpreter that
+    imported hashlib, ssl or asyncio is ended (unless the main interpreter
+    imported them first). The runtime must keep users out of it."""
+
+    SCRIPT = '''
+        import subinterp
+        for name in ('hashlib', 'ssl', 'asyncio'):
+            interp = subinterp.create()
+            interp.exec(f'import {name}')
+            interp.close()
+            print(name, 'ok')
+        '''
+
+    def test_import_then_close(self):
+        out = self.assert_script_ok(self.SCRIPT)
+        self.assertEqual(out.splitlines(),
+                         ['hashlib ok', 'ssl ok', 'asyncio ok'])
+
+    def test_all_three_then_close(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            for _ in range(3):
+                interp = subinterp.create()
+                interp.exec('import hashlib, ssl, asyncio')
+                interp.close()
+            print('ok')
+            ''')
+        self.assertEqual(out.strip(), 'ok')
+
+    def test_import_then_left_open(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            keep = []
+            for name in ('hashlib', 'ssl', 'asyncio'):
+                interp = subinterp.create()
+                interp.exec(f'import {name}')
+                keep.append(interp)
+            print('end')
+            ''')
+        self.assertEqual(out.strip(), 'end')
+
+    def test_use_then_close(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            interp = subinterp.create()
+            interp.exec('import asyncio, hashlib\\n'
+                        'async def f():\\n'
+                        '    return hashlib.sha256(b"x").hexdigest()[:8]\\n'
+                        'h = asyncio.run(f())\\n'
+                        'assert h == "2d711642", h\\n')
+            interp.close()
+            print('ok')
+            ''')
+        self.assertEqual(out.strip(), 'ok')
+
+
+if __name__ == '__main__':
+    unittest.main()
