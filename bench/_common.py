@@ -146,6 +146,32 @@ def timed(fn, *args):
     return time.perf_counter() - t0, result
 
 
+def _cpu_jiffies():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+
+
+def timed_busy(fn, *args):
+    """Run fn(*args) once; return (seconds, result, cores busy on average).
+
+    Cores busy counts the whole machine's non-idle time (/proc/stat, 10 ms
+    ticks) over the run: about 2.0 for two runs truly in parallel, about 1.0
+    when they take turns. A parallel run that keeps 2 cores busy yet is
+    slower than half the sequential time ran on slower cores (e.g. the
+    host's hyperthread siblings), not serialized.
+    """
+    try:
+        j0 = _cpu_jiffies()
+    except (OSError, ValueError):
+        j0 = None
+    secs, result = timed(fn, *args)
+    if j0 is None or secs <= 0:
+        return secs, result, None
+    busy = (_cpu_jiffies() - j0) / os.sysconf("SC_CLK_TCK") / secs
+    return secs, result, busy
+
+
 def rss_bytes():
     """Resident set size of this process, from /proc/self/statm."""
     with open("/proc/self/statm") as f:

@@ -157,15 +157,18 @@ def bench_parallel(args, subinterp, t):
          lambda: pool.map(spin, [n] * tasks, chunksize=1)),
     ]
     samples = {label: [] for label, _ in modes}
+    busy = {label: [] for label, _ in modes}
     try:
         for rnd in range(1 + args.par_rounds):
             for label, fn in modes:
-                secs, result = _common.timed(fn)
+                secs, result, cores_busy = _common.timed_busy(fn)
                 if result != expected:
                     print("PROBLEM: %s returned %r, expected %r" % (
                         label, result, expected))
                 if rnd > 0:
                     samples[label].append(secs)
+                    if cores_busy is not None:
+                        busy[label].append(cores_busy)
     finally:
         for i in interps:
             i.close()
@@ -176,12 +179,15 @@ def bench_parallel(args, subinterp, t):
     print("\npart 2: %d x spin(%d) (%d rounds)" % (tasks, n, args.par_rounds))
     _common.table([(label, "%.3f s" % st.median,
                     "%.3f-%.3f s" % (st.min, st.max),
-                    _common.fmt_ratio(speedups[label]))
+                    _common.fmt_ratio(speedups[label]),
+                    "%.2f" % _common.Stats(busy[label]).median
+                    if busy[label] else "-")
                    for label, st in ((label, _common.Stats(s))
                                      for label, s in samples.items())],
                   ("mode", "wall (median)", "min-max",
-                   "speedup vs sequential"))
-    print("(speedups: median, min-max of per-round ratios)")
+                   "speedup vs sequential", "cores busy"))
+    print("(speedups: median, min-max of per-round ratios; cores busy: the "
+          "machine's\n average non-idle cores during the run, /proc/stat)")
     t.at_least("parallel speedup, %d tasks on %d subinterps vs sequential"
                % (tasks, tasks), speedups[modes[2][0]].median,
                0.95 * min(tasks, usable),

@@ -130,16 +130,19 @@ def main(argv=None):
          lambda: run_processes(pool, n, count)),
     ]
     samples = {name: [] for name, _ in modes}
+    busy = {name: [] for name, _ in modes}
     problems = []
     try:
         for rnd in range(1 + args.repeat):
             for name, fn in modes:
-                secs, result = _common.timed(fn)
+                secs, result, cores_busy = _common.timed_busy(fn)
                 if result is not None and result != expected:
                     problems.append("%s returned %r, expected %r" % (
                         name, result, expected))
                 if rnd > 0:
                     samples[name].append(secs)
+                    if cores_busy is not None:
+                        busy[name].append(cores_busy)
     finally:
         closed, _ = _common.timed(lambda: [i.close() for i in interps])
         pool.close()
@@ -153,13 +156,15 @@ def main(argv=None):
               for name in samples}
     rows = [(name, "%.3f s" % st.median,
              "%.3f-%.3f s" % (st.min, st.max),
-             _common.fmt_ratio(vs_seq[name]), _common.fmt_ratio(vs_thr[name]))
+             _common.fmt_ratio(vs_seq[name]), _common.fmt_ratio(vs_thr[name]),
+             "%.2f" % _common.Stats(busy[name]).median if busy[name] else "-")
             for name, st in stats.items()]
     print()
     _common.table(rows, ("mode", "wall (median)", "min-max",
-                         "speedup vs sequential", "vs threads"))
+                         "speedup vs sequential", "vs threads", "cores busy"))
     print("(speedups: median, min-max of per-round ratios; each round runs "
-          "every mode once)")
+          "every mode once.\n cores busy: the machine's average non-idle "
+          "cores during the run, /proc/stat)")
     print()
     print("one run of spin(%d) alone: %.3f s (sequential median / %d)" % (
         n, stats[seq_name].median / count, count))
