@@ -15,9 +15,9 @@ import unittest
 import subinterp
 import targets
 
-# Seconds a subprocess may take before the test fails (sanitizer builds are
-# slow, hence generous).
-SCRIPT_TIMEOUT = 240
+# Seconds a script may take before its test fails as hung. Each takes a few
+# seconds; sanitizer builds may raise it with SUBINTERP_TEST_SCRIPT_TIMEOUT.
+SCRIPT_TIMEOUT = float(os.environ.get('SUBINTERP_TEST_SCRIPT_TIMEOUT', 60))
 
 
 class TestBase(unittest.TestCase):
@@ -82,14 +82,28 @@ def run_script(text, *, files=None, args=(), timeout=SCRIPT_TIMEOUT):
         for name, body in (files or {}).items():
             write_script(tmp, name, body)
         script = write_script(tmp, 'script.py', text)
-        return subprocess.run(
-            [sys.executable, script, *args], cwd=tmp, capture_output=True,
-            text=True, timeout=timeout, env=os.environ.copy())
+        try:
+            return subprocess.run(
+                [sys.executable, script, *args], cwd=tmp,
+                capture_output=True, text=True, timeout=timeout,
+                env=os.environ.copy())
+        except subprocess.TimeoutExpired as exc:
+            # subprocess.run() killed it; report what it printed.
+            return subprocess.CompletedProcess(
+                exc.cmd, None, _text(exc.stdout), _text(exc.stderr))
+
+
+def _text(data):
+    if isinstance(data, bytes):
+        return data.decode(errors='replace')
+    return data or ''
 
 
 def describe(proc):
     rc = proc.returncode
-    if rc < 0:
+    if rc is None:
+        how = 'hung: did not exit within its timeout, killed'
+    elif rc < 0:
         try:
             how = f'killed by {signal.Signals(-rc).name}'
         except ValueError:

@@ -476,9 +476,16 @@ class CallTests(TestBase):
         with self.assertRaises(subinterp.NotShareableError):
             self.interp.call(lambda: lock.locked())
 
-    def test_builtin_eval_uses_target_main(self):
+    def test_builtins_use_target_main(self):
+        # As in 3.14, eval/exec/dir called directly run in the target's
+        # __main__.
         self.interp.prepare_main(spam=42)
         self.assertEqual(self.interp.call(eval, 'spam'), 42)
+        self.assertEqual(self.interp.call(eval, '__name__'), '__main__')
+        self.interp.call(exec, 'ham = spam + 1')
+        self.assertEqual(self.interp.call(targets.get_main_attr, 'ham'), 43)
+        names = [n for n in self.interp.call(dir) if n != '__annotations__']
+        self.assertEqual(names, sorted(_clean_main_names() + ['ham', 'spam']))
 
 
 def _assert_same(test, got, expected, where='value'):
@@ -559,10 +566,24 @@ class ValueTests(TestBase):
                 self.assertEqual(got, value)
 
     def test_memoryview_of_bytes(self):
-        # 3.14 passes a memoryview of bytes; it arrives equal.
+        # 3.14 passes a (read-only) memoryview of bytes; it arrives equal.
         interp = subinterp.create()
         self.assertEqual(interp.call(targets.read_bytes, memoryview(b'spam!')),
                          b'spam!')
+        got = interp.call(targets.identity, memoryview(b'spam!'))
+        self.assertIsInstance(got, memoryview)
+        self.assertEqual(bytes(got), b'spam!')
+
+    def test_writable_memoryview_needs_shared_buffer(self):
+        # Writes through it could not show on this side: refused.
+        interp = subinterp.create()
+        with self.assertRaises(subinterp.NotShareableError) as cm:
+            interp.call(targets.fill, memoryview(bytearray(4)), 1)
+        self.assertIn('args[0]', str(cm.exception))
+
+    def test_module_by_name(self):
+        interp = subinterp.create()
+        self.assertIs(interp.call(targets.identity, math), math)
 
 
 class SharedBufferTests(TestBase):
@@ -640,6 +661,7 @@ class IsShareableTests(TestBase):
         lock = threading.Lock()
         gen = (i for i in range(3))
         return [lock, [1, lock], {'k': (lock,)}, gen,
+                memoryview(bytearray(2)),
                 open(os.devnull, 'rb')]
 
     def test_shareable(self):

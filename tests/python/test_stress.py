@@ -95,7 +95,7 @@ class ThreadTests(ScriptTestBase):
                     try:
                         interp = subinterp.create()
                         interp.prepare_main(n=i)
-                        interp.exec(f'm = n * 3\nassert m == {i * 3}, m')
+                        interp.exec(f'm = n * 3\\nassert m == {i * 3}, m')
                         res = interp.call(pow, i, 2)
                         interp.close()
                         done.append(res == i * i)
