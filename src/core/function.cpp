@@ -94,11 +94,20 @@ class FunctionCapture {
   }
 
  private:
+  // A function that can share the namespace: same globals, not importable.
+  bool same_namespace(PyObject* obj) {
+    return PyFunction_Check(obj) && PyFunction_GetGlobals(obj) == globals_ &&
+           !importable(obj, attr_text(obj, "__module__"), attr_text(obj, "__qualname__"));
+  }
+
   std::size_t add_def(PyObject* func) {
     auto found = def_index_.find(func);
     if (found != def_index_.end()) return found->second;
+    // Reserve the slot first: closures may add more defs while this one is
+    // being filled (a nested function that calls itself, for one).
     std::size_t index = out_.defs.size();
     def_index_.emplace(func, index);
+    out_.defs.emplace_back();
     PyObject* entry = code_entry(PyFunction_GetCode(func));
     pending_.push_back(entry);
     FunctionDef def;
@@ -109,13 +118,20 @@ class FunctionCapture {
     if (PyObject* closure = PyFunction_GetClosure(func)) {
       for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(closure); ++i) {
         PyObject* content = PyCell_GET(PyTuple_GET_ITEM(closure, i));
+        py::ref hold = py::ref::borrow(content);
         def.empty_cells.push_back(content == nullptr);
+        if (content != nullptr && same_namespace(content)) {
+          def.cell_defs.push_back(static_cast<std::int64_t>(add_def(content)));
+          def.cells.emplace_back();
+          continue;
+        }
+        def.cell_defs.push_back(-1);
         def.cells.push_back(content == nullptr ? Value()
                                                : nested(content, where + ".__closure__[" +
                                                                      std::to_string(i) + "]"));
       }
     }
-    out_.defs.push_back(std::move(def));
+    out_.defs[index] = std::move(def);
     return index;
   }
 
@@ -129,8 +145,7 @@ class FunctionCapture {
     }
     py::ref hold = py::ref::borrow(value);
     std::string key = utf8(name);
-    if (PyFunction_Check(value) && PyFunction_GetGlobals(value) == globals_ &&
-        !importable(value, attr_text(value, "__module__"), attr_text(value, "__qualname__"))) {
+    if (same_namespace(value)) {
       out_.global_defs.emplace_back(key, add_def(value));
       return;
     }
@@ -164,16 +179,25 @@ py::ref make_function(const FunctionDef& def, PyObject* globals) {
   if (!def.kwdefaults.is_none()) {
     py::check(PyFunction_SetKwDefaults(func.get(), def.kwdefaults.rebuild().get()));
   }
-  if (!def.cells.empty()) {
-    py::ref closure = py::check(PyTuple_New(static_cast<Py_ssize_t>(def.cells.size())));
-    for (std::size_t i = 0; i < def.cells.size(); ++i) {
-      py::ref content = def.empty_cells[i] ? py::ref() : def.cells[i].rebuild();
-      PyTuple_SET_ITEM(closure.get(), static_cast<Py_ssize_t>(i),
-                       py::check(PyCell_New(content.get())).release());
-    }
-    py::check(PyFunction_SetClosure(func.get(), closure.get()));
-  }
   return func;
+}
+
+// Closures are set once every function of the namespace exists: a cell may
+// hold any of them (itself included).
+void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::ref>& funcs) {
+  if (def.cells.empty()) return;
+  py::ref closure = py::check(PyTuple_New(static_cast<Py_ssize_t>(def.cells.size())));
+  for (std::size_t i = 0; i < def.cells.size(); ++i) {
+    py::ref content;
+    if (def.cell_defs[i] >= 0) {
+      content = funcs[static_cast<std::size_t>(def.cell_defs[i])];
+    } else if (!def.empty_cells[i]) {
+      content = def.cells[i].rebuild();
+    }
+    PyTuple_SET_ITEM(closure.get(), static_cast<Py_ssize_t>(i),
+                     py::check(PyCell_New(content.get())).release());
+  }
+  py::check(PyFunction_SetClosure(func, closure.get()));
 }
 
 }  // namespace
@@ -233,6 +257,7 @@ py::ref build_function(const FunctionData& data) {
   std::vector<py::ref> funcs;
   funcs.reserve(data.defs.size());
   for (const FunctionDef& def : data.defs) funcs.push_back(make_function(def, globals.get()));
+  for (std::size_t i = 0; i < funcs.size(); ++i) set_closure(data.defs[i], funcs[i].get(), funcs);
   for (const auto& [key, index] : data.global_defs) {
     py::check(PyDict_SetItemString(globals.get(), key.c_str(), funcs[index].get()));
   }

@@ -3,6 +3,7 @@
 
 #include <Python.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,6 +22,7 @@ struct FunctionDef {
   Value kwdefaults;         // None or a dict
   std::vector<Value> cells;  // closure cell contents
   std::vector<bool> empty_cells;
+  std::vector<std::int64_t> cell_defs;  // index into FunctionData::defs, or -1
 };
 
 // A function in transit. By reference: `module` and `qualname` name it. By

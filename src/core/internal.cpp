@@ -19,6 +19,7 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
   Py_CLEAR(c->shared_buffer_type);
+  Py_CLEAR(c->call_in_main);
   delete c;
 }
 

@@ -20,6 +20,7 @@ struct InterpCache {
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
   PyObject* shared_buffer_type = nullptr;
+  PyObject* call_in_main = nullptr;  // lambda f, a, k: f(*a, **k), globals __main__
 };
 
 // The attached interpreter's cache (made on first use). Throws PythonError.

@@ -40,6 +40,25 @@ bool exists_in_process(std::int64_t id) {
 // the runtime thread.
 std::atomic<bool> g_preloaded{false};
 
+// CPython 3.12 also keeps the keyword tuples of Argument Clinic parsers of
+// extension modules in process-wide statics, allocated by whichever
+// interpreter first parses keywords there; one allocated by an isolated
+// interpreter is freed with it and the main interpreter frees it again at
+// exit. The warm-up makes the main interpreter the first user of the parsers
+// that asyncio's event loop and hashlib use.
+constexpr const char* kWarmUp312 = R"(
+import asyncio, hashlib
+loop = asyncio.new_event_loop()
+try:
+    async def _warm():
+        await asyncio.sleep(0)
+    loop.run_until_complete(loop.create_task(_warm(), name='subinterp-warm-up'))
+finally:
+    loop.close()
+hashlib.sha256(b'', usedforsecurity=True).hexdigest()
+hashlib.new('sha256', b'').digest()
+)";
+
 void preload_for_312() {
   static const char* const kModules[] = {"threading", "_datetime", "_decimal", "_zoneinfo",
                                          "_asyncio",  "hashlib",   "ssl"};
@@ -48,6 +67,14 @@ void preload_for_312() {
     if (module == nullptr) PyErr_Clear();  // not built here: nothing to protect
     Py_XDECREF(module);
   }
+  PyObject* ns = PyDict_New();
+  PyObject* builtins = ns != nullptr ? PyImport_ImportModule("builtins") : nullptr;
+  if (builtins != nullptr && PyDict_SetItemString(ns, "__builtins__", builtins) == 0) {
+    Py_XDECREF(PyRun_String(kWarmUp312, Py_file_input, ns, ns));
+  }
+  PyErr_Clear();  // best effort: a missing module leaves nothing to protect
+  Py_XDECREF(builtins);
+  Py_XDECREF(ns);
   g_preloaded.store(true);
 }
 
@@ -102,6 +129,24 @@ PyObject* main_namespace() {
   return PyModule_GetDict(main);
 }
 
+// Calls func(*args, **kwargs). Builtins such as eval(), globals() and vars()
+// read the calling frame, and there is none here: they are called through a
+// function whose globals are __main__'s, as if called from __main__ code.
+py::ref call_with_frame(PyObject* func, PyObject* args, PyObject* kwargs) {
+  if (!PyCFunction_Check(func)) return py::check(PyObject_Call(func, args, kwargs));
+  detail::InterpCache& c = detail::cache();
+  if (c.call_in_main == nullptr) {
+    PyObject* ns = main_namespace();
+    py::ref code = py::check(
+        Py_CompileString("lambda f, a, k: f(*a, **k)", "<subinterp call>", Py_eval_input));
+    py::ref locals = py::check(PyDict_New());
+    c.call_in_main = py::check(PyEval_EvalCode(code.get(), ns, locals.get())).release();
+  }
+  py::ref keywords = kwargs != nullptr ? py::ref::borrow(kwargs) : py::check(PyDict_New());
+  return py::check(
+      PyObject_CallFunctionObjArgs(c.call_in_main, func, args, keywords.get(), nullptr));
+}
+
 void exec_source(const std::string& source) {
   PyObject* ns = main_namespace();
   py::check(PyRun_String(source.c_str(), Py_file_input, ns, ns));
@@ -139,8 +184,10 @@ void close_state(const std::shared_ptr<InterpreterState>& state) {
     s.idle_.wait(lock, [&] { return s.attached_ == 0; });
     others.swap(s.tstates_);
   }
-  detail::unregister_owned(s.id_);
+  // Still registered while it ends: objects finalized in it may look it up
+  // (and find it closed).
   end_interpreter(s, std::move(others));
+  detail::unregister_owned(s.id_);
 }
 
 }  // namespace
@@ -247,7 +294,7 @@ Value Interpreter::call(const Value& callable, const Value& args, const Value& k
     py::ref func = callable.rebuild();
     py::ref positional = args.rebuild();
     py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
-    py::ref out = py::check(PyObject_Call(func.get(), positional.get(), keywords.get()));
+    py::ref out = call_with_frame(func.get(), positional.get(), keywords.get());
     try {
       result = Value::capture(out.get());
     } catch (NotShareable& e) {

@@ -24,6 +24,14 @@ class RuntimeThread {
   RuntimeThread() : thread_([this] { loop(); }) {}
 
   void run(const std::function<void(PyThreadState*)>& job) {
+    if (std::this_thread::get_id() == thread_.get_id()) {
+      // A job that runs Python code can come back here: ending an
+      // interpreter drops the objects in it, and an Interpreter object
+      // among them may close another interpreter. Run such a job at once.
+      DetachGuard detached;
+      job(anchor_);
+      return;
+    }
     std::exception_ptr error;
     bool done = false;
     {

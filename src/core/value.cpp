@@ -18,7 +18,9 @@ namespace {
 // instead (pickle also handles reference cycles).
 constexpr std::size_t kMaxDepth = 200;
 
-struct PickleWhole {};  // thrown on a cycle or too deep nesting
+struct PickleWhole {};
+
+void check_py(int rc) { py::check(rc); }  // thrown on a cycle or too deep nesting
 
 std::string path_key(PyObject* key) {
   if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)) {
@@ -172,27 +174,35 @@ class ValueCapture {
 
   static Value memoryview(PyObject* obj) {
     Py_buffer* view = PyMemoryView_GET_BUFFER(obj);
-    BufferData data;
-    if (view->obj == nullptr || !shared_buffer_view(view->obj, data)) {
-      throw NotShareable("memoryview",
-                         "only a memoryview of a SharedBuffer travels (without a copy); "
-                         "pass bytes(view) to send a copy");
-    }
     if (!PyBuffer_IsContiguous(view, 'C')) {
       throw NotShareable("memoryview", "the memoryview is not C-contiguous");
     }
-    const char* base = data.memory->data() + data.offset;
-    data.offset += static_cast<std::size_t>(static_cast<const char*>(view->buf) - base);
+    BufferData data;
+    if (view->obj == nullptr || !shared_buffer_view(view->obj, data)) {
+      // Memory owned by an object of this interpreter cannot be shared. A
+      // read-only view is copied into runtime memory (it looks the same on
+      // the other side); a writable one would silently lose writes.
+      if (!view->readonly) {
+        throw NotShareable("memoryview",
+                           "a writable memoryview travels only over a SharedBuffer; "
+                           "pass bytes(view) to send a copy");
+      }
+      data.memory = SharedMemory::allocate(static_cast<std::size_t>(view->len));
+      check_py(PyBuffer_ToContiguous(data.memory->data(), view, view->len, 'C'));
+      data.offset = 0;
+    } else {
+      const char* base = data.memory->data() + data.offset;
+      data.offset += static_cast<std::size_t>(static_cast<const char*>(view->buf) - base);
+    }
     data.length = static_cast<std::size_t>(view->len);
     data.readonly = view->readonly != 0;
     data.memoryview = true;
     data.format = view->format != nullptr ? view->format : "B";
-    if (view->ndim > 1 || (view->ndim == 1 && view->shape != nullptr &&
-                           view->shape[0] * view->itemsize != view->len)) {
-      data.shape.assign(view->shape, view->shape + view->ndim);
-    } else if (view->ndim == 0) {
-      data.shape.clear();
+    if (view->ndim == 0) {
       data.shape.push_back(-1);  // a 0-dimensional view
+    } else if (view->ndim > 1 || view->shape[0] * view->itemsize != view->len ||
+               data.format != "B") {
+      data.shape.assign(view->shape, view->shape + view->ndim);
     }
     return Value(Value::Kind::Buffer, std::make_shared<const BufferData>(std::move(data)));
   }
