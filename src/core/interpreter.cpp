@@ -213,6 +213,8 @@ Interpreter Interpreter::create(const Config& config) {
   preload_on_caller();
 #endif
   detail::run_on_runtime_thread([&](PyThreadState* anchor) {
+    // Lock order: creation mutex, then a GIL (as list_interpreters does).
+    std::lock_guard creating(detail::creation_mutex());
     PyEval_RestoreThread(anchor);
 #if PY_VERSION_HEX < 0x030D0000
     if (!g_preloaded.load()) preload_for_312();
@@ -233,9 +235,9 @@ Interpreter Interpreter::create(const Config& config) {
     PyInterpreterState* interp = PyThreadState_GetInterpreter(tstate);
     state = std::make_shared<InterpreterState>(interp, PyInterpreterState_GetID(interp),
                                                Whence::Subinterp, tstate);
+    detail::register_owned(state);
     PyEval_SaveThread();
   });
-  detail::register_owned(state);
   return Interpreter(state);
 }
 
@@ -349,6 +351,11 @@ Whence whence_of(std::int64_t id) {
 }
 
 std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
+  std::unique_lock creating(detail::creation_mutex(), std::defer_lock);
+  {
+    DetachGuard detached;  // the runtime thread holds the main GIL meanwhile
+    creating.lock();
+  }
   std::vector<std::pair<std::int64_t, Whence>> result;
   for (PyInterpreterState* i = PyInterpreterState_Head(); i != nullptr;
        i = PyInterpreterState_Next(i)) {

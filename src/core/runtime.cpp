@@ -165,6 +165,11 @@ void run_on_runtime_thread(const std::function<void(PyThreadState*)>& job) {
   thread->run(job);
 }
 
+std::recursive_mutex& creation_mutex() {
+  static std::recursive_mutex* mu = new std::recursive_mutex();
+  return *mu;
+}
+
 std::shared_ptr<InterpreterState> find_owned(std::int64_t id) {
   Registry& r = registry();
   std::lock_guard lock(r.mu);
