@@ -4,6 +4,7 @@ on stderr that the script did not print."""
 
 import unittest
 
+import subinterp
 from helpers import ScriptTestBase
 
 
@@ -121,6 +122,18 @@ class LeftOpenTests(ScriptTestBase):
             atexit.register(lambda: print(interp.call(abs, -9)))
             ''')
         self.assertEqual(out.strip(), '9')
+
+
+class ShutdownHookTests(ScriptTestBase):
+
+    def test_only_main_registers_shutdown(self):
+        # Importing subinterp in another interpreter adds no atexit hook
+        # there: only the main interpreter's exit ends interpreters.
+        interp = subinterp.create()
+        interp.exec('import atexit\n'
+                    'before = atexit._ncallbacks()\n'
+                    'import subinterp\n'
+                    'assert atexit._ncallbacks() == before, before\n')
 
 
 class Py312CrashTests(ScriptTestBase):
