@@ -15,9 +15,14 @@ import unittest
 import subinterp
 import targets
 
+# Whether a sanitizer's runtime is loaded (CTest sets its options).
+UNDER_SANITIZER = any(name in os.environ
+                      for name in ('ASAN_OPTIONS', 'TSAN_OPTIONS'))
+
 # Seconds a script may take before its test fails as hung. Each takes a few
-# seconds; sanitizer builds may raise it with SUBINTERP_TEST_SCRIPT_TIMEOUT.
-SCRIPT_TIMEOUT = float(os.environ.get('SUBINTERP_TEST_SCRIPT_TIMEOUT', 60))
+# seconds; sanitizers slow them down; SUBINTERP_TEST_SCRIPT_TIMEOUT overrides.
+SCRIPT_TIMEOUT = float(os.environ.get('SUBINTERP_TEST_SCRIPT_TIMEOUT',
+                                      180 if UNDER_SANITIZER else 60))
 
 
 class TestBase(unittest.TestCase):
