@@ -234,6 +234,22 @@ std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCaptur
   return data;
 }
 
+std::shared_ptr<const FunctionData> capture_builtin(PyObject* func) {
+  py::ref module_attr = py::ref::steal(PyObject_GetAttrString(func, "__module__"));
+  py::ref qualname_attr = py::ref::steal(PyObject_GetAttrString(func, "__qualname__"));
+  if (!module_attr || !qualname_attr || !PyUnicode_Check(module_attr.get()) ||
+      !PyUnicode_Check(qualname_attr.get())) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  auto data = std::make_shared<FunctionData>();
+  data->module = utf8(module_attr.get());
+  data->qualname = utf8(qualname_attr.get());
+  if (!importable(func, data->module, data->qualname)) return nullptr;
+  data->by_reference = true;
+  return data;
+}
+
 py::ref build_function(const FunctionData& data) {
   if (data.by_reference) {
     py::ref obj = py::check(PyImport_ImportModule(data.module.c_str()));

@@ -41,6 +41,9 @@ struct FunctionData {
 namespace detail {
 
 std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCapture& capture);
+// A builtin function reachable as module.qualname, by reference; null when
+// it is not (a bound method of an object, say).
+std::shared_ptr<const FunctionData> capture_builtin(PyObject* func);
 py::ref build_function(const FunctionData& data);
 // Marshalled code, cached per code object in the attached interpreter.
 std::string marshal_code(PyObject* code);

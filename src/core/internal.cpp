@@ -19,7 +19,6 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
   Py_CLEAR(c->shared_buffer_type);
-  Py_CLEAR(c->call_in_main);
   delete c;
 }
 
@@ -109,3 +108,4 @@ std::string type_qualname(PyObject* obj) {
 }
 
 }  // namespace subinterp::detail
+

@@ -20,7 +20,6 @@ struct InterpCache {
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
   PyObject* shared_buffer_type = nullptr;
-  PyObject* call_in_main = nullptr;  // lambda f, a, k: f(*a, **k), globals __main__
 };
 
 // The attached interpreter's cache (made on first use). Throws PythonError.
@@ -37,3 +36,4 @@ py::ref make_str(std::string_view text);
 std::string type_qualname(PyObject* obj);
 
 }  // namespace subinterp::detail
+

@@ -129,22 +129,30 @@ PyObject* main_namespace() {
   return PyModule_GetDict(main);
 }
 
-// Calls func(*args, **kwargs). Builtins such as eval(), globals() and vars()
-// read the calling frame, and there is none here: they are called through a
-// function whose globals are __main__'s, as if called from __main__ code.
-py::ref call_with_frame(PyObject* func, PyObject* args, PyObject* kwargs) {
-  if (!PyCFunction_Check(func)) return py::check(PyObject_Call(func, args, kwargs));
-  detail::InterpCache& c = detail::cache();
-  if (c.call_in_main == nullptr) {
+// Calls func(*args, **kwargs). There is no calling frame here, so the
+// builtins that read one (eval, exec, globals, locals, vars, dir) are given
+// the __main__ namespace, as if called from __main__ code.
+py::ref call_in_main(PyObject* func, PyObject* args, PyObject* kwargs) {
+  bool plain = !PyCFunction_Check(func) || (kwargs != nullptr && PyDict_GET_SIZE(kwargs) > 0) ||
+               PyCFunction_GetSelf(func) != detail::cache().builtins;
+  if (!plain) {
+    py::ref name_obj = py::check(PyObject_GetAttrString(func, "__name__"));
+    std::string name = detail::utf8(name_obj.get());
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
     PyObject* ns = main_namespace();
-    py::ref code = py::check(
-        Py_CompileString("lambda f, a, k: f(*a, **k)", "<subinterp call>", Py_eval_input));
-    py::ref locals = py::check(PyDict_New());
-    c.call_in_main = py::check(PyEval_EvalCode(code.get(), ns, locals.get())).release();
+    if ((name == "eval" || name == "exec") && nargs == 1) {
+      return py::check(PyObject_CallFunctionObjArgs(func, PyTuple_GET_ITEM(args, 0), ns, nullptr));
+    }
+    if ((name == "globals" || name == "locals" || name == "vars") && nargs == 0) {
+      return py::ref::borrow(ns);
+    }
+    if (name == "dir" && nargs == 0) {
+      py::ref keys = py::check(PyDict_Keys(ns));
+      py::check(PyList_Sort(keys.get()));
+      return keys;
+    }
   }
-  py::ref keywords = kwargs != nullptr ? py::ref::borrow(kwargs) : py::check(PyDict_New());
-  return py::check(
-      PyObject_CallFunctionObjArgs(c.call_in_main, func, args, keywords.get(), nullptr));
+  return py::check(PyObject_Call(func, args, kwargs));
 }
 
 void exec_source(const std::string& source) {
@@ -296,7 +304,7 @@ Value Interpreter::call(const Value& callable, const Value& args, const Value& k
     py::ref func = callable.rebuild();
     py::ref positional = args.rebuild();
     py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
-    py::ref out = call_with_frame(func.get(), positional.get(), keywords.get());
+    py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
     try {
       result = Value::capture(out.get());
     } catch (NotShareable& e) {

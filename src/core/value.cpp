@@ -78,6 +78,9 @@ class ValueCapture {
     if (type == &PyModule_Type) return module(obj);
     if (type == &PyCode_Type) return Value(Value::Kind::Code, detail::marshal_code(obj));
     if (type == &PyFunction_Type) return function(obj);
+    if (PyCFunction_Check(obj)) {
+      if (auto data = detail::capture_builtin(obj)) return Value(Value::Kind::Function, data);
+    }
     BufferData view;
     if (shared_buffer_view(obj, view)) {
       return Value(Value::Kind::Buffer, std::make_shared<const BufferData>(std::move(view)));
