@@ -157,6 +157,50 @@ class GetTests(TestBase):
         self.assertIn(b.id, ids)
 
 
+def _foreign_module():
+    # CPython's own private module, which makes interpreters through the C
+    # API without telling subinterp.
+    name = '_interpreters' if sys.version_info >= (3, 13) else \
+        '_xxsubinterpreters'
+    return __import__(name)
+
+
+class ForeignInterpreterTests(TestBase):
+
+    def setUp(self):
+        super().setUp()
+        mod = _foreign_module()
+        # On 3.12 the returned InterpreterID owns the interpreter: keep it.
+        self.foreign = mod.create()
+        self.foreign_id = int(self.foreign)
+        self.addCleanup(mod.destroy, self.foreign)
+
+    def test_whence_and_listing(self):
+        interp = subinterp.Interpreter(self.foreign_id)
+        self.assertEqual(interp.whence, 'C-API')
+        self.assertIn(interp, subinterp.list_all())
+        self.assertFalse(interp.is_running())
+
+    def test_refused(self):
+        interp = subinterp.Interpreter(self.foreign_id)
+        for name, args in [('close', ()), ('exec', ('pass',)),
+                           ('call', (abs, -1)),
+                           ('prepare_main', ({'a': 1},))]:
+            with self.subTest(name):
+                with self.assertRaises(subinterp.InterpreterError) as cm:
+                    getattr(interp, name)(*args)
+                self.assertNotIsInstance(cm.exception,
+                                         subinterp.InterpreterNotFoundError)
+        self.assertIn(interp, subinterp.list_all())
+
+    def test_no_reference_taken(self):
+        # Dropping our object leaves it to its creator.
+        interp = subinterp.Interpreter(self.foreign_id)
+        del interp
+        gc.collect()
+        self.assertIn(self.foreign_id, [i.id for i in subinterp.list_all()])
+
+
 class InterpreterObjectTests(TestBase):
 
     def test_one_object_per_id(self):
