@@ -23,17 +23,6 @@ def count_primes(limit):
                if all(n % d for d in range(2, int(n ** 0.5) + 1)))
 )";
 
-// Defines count_primes in a scratch namespace of the main interpreter and
-// captures it. A function from no importable module travels by value: its
-// code and the globals it reads. Needs the main thread state attached.
-Value define_function() {
-  using subinterp::py::check;
-  subinterp::py::ref ns = check(PyDict_New());
-  check(PyDict_SetItemString(ns.get(), "__builtins__", PyEval_GetBuiltins()));
-  check(PyRun_String(kSource, Py_file_input, ns.get(), ns.get()));
-  return Value::capture(PyDict_GetItemString(ns.get(), "count_primes"));
-}
-
 constexpr std::int64_t kLimit = 150'000;
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -42,13 +31,15 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 int main() {
   Py_InitializeEx(0);
-  // A Value is plain C++ data: it may outlive every interpreter.
-  Value count_primes = define_function();
   // Release the main GIL, as a C++ host does before starting its threads.
   PyThreadState* main_tstate = PyEval_SaveThread();
   int status = 0;
   try {
     std::vector<Interpreter> interps = {Interpreter::create(), Interpreter::create()};
+    for (Interpreter& interp : interps) interp.exec(kSource);
+    // Names the function where it is called: each interpreter's own
+    // __main__.count_primes. A Value is plain C++ data, shareable by threads.
+    const Value count_primes = Value::function_ref("__main__", "count_primes");
     const Value args = Value::tuple({Value::from_int(kLimit)});
 
     // One after the other, from this thread.

@@ -77,6 +77,10 @@ class Value {
   // `items` holds keys and values alternately.
   static Value dict(std::vector<Value> items);
   static Value pickled(std::string data);
+  // A callable named by module and qualified name, looked up where it is
+  // rebuilt: function_ref("__main__", "work") is the target's own
+  // __main__.work, function_ref("math", "sqrt") imports math there.
+  static Value function_ref(std::string module, std::string qualname);
   static Value code(std::string marshalled);
 
   Kind kind() const noexcept { return kind_; }

@@ -163,6 +163,7 @@ void exec_source(const std::string& source) {
 // Ends the interpreter on the runtime thread. Its state is closed and idle.
 void end_interpreter(InterpreterState& s, std::unordered_map<std::thread::id, PyThreadState*> others) {
   detail::run_on_runtime_thread([&](PyThreadState*) {
+    std::lock_guard ending(detail::lifecycle_mutex());
     PyEval_RestoreThread(s.home_);
     // These belong to threads that attached another thread state after
     // them (see Attachment), so deleting them here leaves no thread's
@@ -222,7 +223,7 @@ Interpreter Interpreter::create(const Config& config) {
 #endif
   detail::run_on_runtime_thread([&](PyThreadState* anchor) {
     // Lock order: creation mutex, then a GIL (as list_interpreters does).
-    std::lock_guard creating(detail::creation_mutex());
+    std::lock_guard creating(detail::lifecycle_mutex());
     PyEval_RestoreThread(anchor);
 #if PY_VERSION_HEX < 0x030D0000
     if (!g_preloaded.load()) preload_for_312();
@@ -359,7 +360,7 @@ Whence whence_of(std::int64_t id) {
 }
 
 std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
-  std::unique_lock creating(detail::creation_mutex(), std::defer_lock);
+  std::unique_lock creating(detail::lifecycle_mutex(), std::defer_lock);
   {
     DetachGuard detached;  // the runtime thread holds the main GIL meanwhile
     creating.lock();

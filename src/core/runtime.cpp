@@ -165,7 +165,7 @@ void run_on_runtime_thread(const std::function<void(PyThreadState*)>& job) {
   thread->run(job);
 }
 
-std::recursive_mutex& creation_mutex() {
+std::recursive_mutex& lifecycle_mutex() {
   static std::recursive_mutex* mu = new std::recursive_mutex();
   return *mu;
 }

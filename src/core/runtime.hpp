@@ -71,9 +71,11 @@ void close_released(const std::shared_ptr<InterpreterState>& state);
 // Stops the runtime thread; thread-exit hooks stop touching Python.
 void shutdown_runtime();
 
-// Held by the runtime thread while it creates and registers an interpreter,
-// so that listings never see one of ours before it is registered.
-std::recursive_mutex& creation_mutex();
+// Held by the runtime thread while it creates and registers an interpreter
+// or ends one, so that listings (which walk CPython's list of interpreters)
+// never see one of ours half made, unregistered, or freed under them. Lock
+// order: this mutex first, then a GIL.
+std::recursive_mutex& lifecycle_mutex();
 
 std::shared_ptr<InterpreterState> find_owned(std::int64_t id);
 std::shared_ptr<InterpreterState> main_state();

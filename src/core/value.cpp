@@ -272,6 +272,13 @@ Value Value::from_double(double d) { return Value(Kind::Float, d); }
 Value Value::from_str(std::string text) { return Value(Kind::Str, std::move(text)); }
 Value Value::from_bytes(std::string data) { return Value(Kind::Bytes, std::move(data)); }
 Value Value::pickled(std::string data) { return Value(Kind::Pickled, std::move(data)); }
+Value Value::function_ref(std::string module, std::string qualname) {
+  auto data = std::make_shared<FunctionData>();
+  data->by_reference = true;
+  data->module = std::move(module);
+  data->qualname = std::move(qualname);
+  return Value(Kind::Function, std::shared_ptr<const FunctionData>(std::move(data)));
+}
 Value Value::code(std::string marshalled) { return Value(Kind::Code, std::move(marshalled)); }
 Value Value::tuple(std::vector<Value> items) {
   return Value(Kind::Tuple, std::make_shared<const Items>(std::move(items)));

@@ -264,6 +264,28 @@ TEST(Interpreter, CallByReferenceFunction) {
   interp.close();
 }
 
+TEST(Interpreter, CallFunctionOfItsOwnMainByName) {
+  // function_ref names a function where it is rebuilt: each interpreter's
+  // own __main__.scale, with its own globals.
+  Interpreter a = Interpreter::create();
+  Interpreter b = Interpreter::create();
+  a.exec("factor = 2\ndef scale(x):\n    return x * factor\n");
+  b.exec("factor = 3\ndef scale(x):\n    return x * factor\n");
+  Value scale = Value::function_ref("__main__", "scale");
+  Value args = Value::tuple({Value::from_int(7)});
+  EXPECT_EQ(a.call(scale, args, Value()).as_int(), 14);
+  EXPECT_EQ(b.call(scale, args, Value()).as_int(), 21);
+  // A name that is not there is an AttributeError in the target.
+  try {
+    a.call(Value::function_ref("__main__", "missing"), args, Value());
+    ADD_FAILURE() << "expected ExecutionFailed";
+  } catch (const subinterp::ExecutionFailed& e) {
+    EXPECT_EQ(e.snapshot().type_name, "AttributeError");
+  }
+  a.close();
+  b.close();
+}
+
 TEST(Interpreter, CallBuiltinFunction) {
   // operator.add is a builtin (C) function: it travels by reference too.
   Value add = capture_main("operator.add", "import operator");
