@@ -19,12 +19,25 @@ using detail::InterpreterState;
 
 std::string name_of(std::int64_t id) { return "interpreter " + std::to_string(id); }
 
-bool exists_in_process(std::int64_t id) {
+// Calls fn(id) for every interpreter in the process, under the lifecycle
+// lock so that none of ours is freed meanwhile.
+template <class Fn>
+void for_each_interpreter(Fn&& fn) {
+  std::unique_lock listing(detail::lifecycle_mutex(), std::defer_lock);
+  {
+    DetachGuard detached;  // the runtime thread may hold the lock and want our GIL
+    listing.lock();
+  }
   for (PyInterpreterState* i = PyInterpreterState_Head(); i != nullptr;
        i = PyInterpreterState_Next(i)) {
-    if (PyInterpreterState_GetID(i) == id) return true;
+    fn(PyInterpreterState_GetID(i));
   }
-  return false;
+}
+
+bool exists_in_process(std::int64_t id) {
+  bool found = false;
+  for_each_interpreter([&](std::int64_t other) { found = found || other == id; });
+  return found;
 }
 
 #if PY_VERSION_HEX < 0x030D0000
@@ -209,6 +222,7 @@ void close_released(const std::shared_ptr<InterpreterState>& state) {
   } catch (InterpreterNotFound&) {
     // closed explicitly meanwhile
   } catch (std::exception& e) {
+    // Running at exit or when its last reference went: nobody to raise to.
     std::fprintf(stderr, "subinterp: could not close interpreter %lld: %s\n",
                  static_cast<long long>(state->id_), e.what());
   }
@@ -360,31 +374,13 @@ Whence whence_of(std::int64_t id) {
 }
 
 std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
-  std::unique_lock creating(detail::lifecycle_mutex(), std::defer_lock);
-  {
-    DetachGuard detached;  // the runtime thread holds the main GIL meanwhile
-    creating.lock();
-  }
   std::vector<std::pair<std::int64_t, Whence>> result;
-  for (PyInterpreterState* i = PyInterpreterState_Head(); i != nullptr;
-       i = PyInterpreterState_Next(i)) {
-    std::int64_t id = PyInterpreterState_GetID(i);
-    result.emplace_back(id, whence_of(id));
-  }
+  for_each_interpreter([&](std::int64_t id) { result.emplace_back(id, whence_of(id)); });
   return result;
 }
 
 void shutdown() {
-  for (auto& state : detail::all_owned()) {
-    try {
-      close_state(state);
-    } catch (InterpreterNotFound&) {
-      // closed meanwhile by another thread
-    } catch (std::exception& e) {
-      std::fprintf(stderr, "subinterp: interpreter %lld left open at exit: %s\n",
-                   static_cast<long long>(state->id_), e.what());
-    }
-  }
+  for (auto& state : detail::all_owned()) detail::close_released(state);
   detail::shutdown_runtime();
 }
 

@@ -66,7 +66,8 @@ class Attachment {
 void run_on_runtime_thread(const std::function<void(PyThreadState* anchor)>& job);
 
 // Ends an interpreter whose last reference went away (from decref, or from
-// the end of the run that was in progress then). Reports failures on stderr.
+// the end of the run that was in progress then), or that is still open at
+// shutdown. Reports failures on stderr: there is no caller to raise to.
 void close_released(const std::shared_ptr<InterpreterState>& state);
 // Stops the runtime thread; thread-exit hooks stop touching Python.
 void shutdown_runtime();
