@@ -38,23 +38,23 @@ class Value {
   enum class Kind : std::uint8_t {
     None,
     Bool,
-    Int,        // fits in int64
-    BigInt,     // text in base 16
+    Int,     // fits in int64
+    BigInt,  // text in base 16
     Float,
     Complex,
-    Str,        // UTF-8 (lone surrogates kept with surrogatepass)
+    Str,  // UTF-8 (lone surrogates kept with surrogatepass)
     Bytes,
     ByteArray,
     Tuple,
     List,
-    Dict,       // items as key, value, key, value...
+    Dict,  // items as key, value, key, value...
     Set,
     FrozenSet,
-    Buffer,     // a view of shared memory
-    Module,     // module name, imported on rebuild
-    Code,       // marshalled code object
+    Buffer,  // a view of shared memory
+    Module,  // module name, imported on rebuild
+    Code,    // marshalled code object
     Function,
-    Pickled,    // pickle protocol 5 bytes
+    Pickled,  // pickle protocol 5 bytes
   };
 
   Value() noexcept = default;  // None

@@ -6,7 +6,9 @@
 namespace subinterp {
 
 NotShareable::NotShareable(std::string type_name, std::string reason, std::string path)
-    : Error(""), type_name_(std::move(type_name)), reason_(std::move(reason)),
+    : Error(""),
+      type_name_(std::move(type_name)),
+      reason_(std::move(reason)),
       path_(std::move(path)) {
   update_message();
 }

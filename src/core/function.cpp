@@ -1,9 +1,9 @@
 #include "function.hpp"
 
-#include <marshal.h>
-
 #include <string_view>
 #include <unordered_map>
+
+#include <marshal.h>
 
 #include "internal.hpp"
 #include "subinterp/error.hpp"
@@ -89,7 +89,8 @@ class FunctionCapture {
     add_def(func);
     for (std::size_t next = 0; next < pending_.size(); ++next) {
       PyObject* names = PyTuple_GET_ITEM(pending_[next], 2);
-      for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i) add_global(PyTuple_GET_ITEM(names, i));
+      for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i)
+        add_global(PyTuple_GET_ITEM(names, i));
     }
   }
 
@@ -202,17 +203,19 @@ void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::r
 
 }  // namespace
 
-std::string marshal_code(PyObject* code) { return bytes_text(PyTuple_GET_ITEM(code_entry(code), 1)); }
+std::string marshal_code(PyObject* code) {
+  return bytes_text(PyTuple_GET_ITEM(code_entry(code), 1));
+}
 
 py::ref unmarshal_code(const std::string& data) {
   InterpCache& c = cache();
-  py::ref key = py::check(
-      PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size())));
+  py::ref key =
+      py::check(PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size())));
   PyObject* code = PyDict_GetItemWithError(c.code_in, key.get());
   if (code != nullptr) return py::ref::borrow(code);
   if (PyErr_Occurred()) py::throw_python_error();
-  py::ref made = py::check(
-      PyMarshal_ReadObjectFromString(data.data(), static_cast<Py_ssize_t>(data.size())));
+  py::ref made =
+      py::check(PyMarshal_ReadObjectFromString(data.data(), static_cast<Py_ssize_t>(data.size())));
   if (!PyCode_Check(made.get())) {
     PyErr_SetString(PyExc_TypeError, "marshalled data is not a code object");
     py::throw_python_error();

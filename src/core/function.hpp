@@ -17,9 +17,9 @@ class ValueCapture;
 
 // One function shipped by value.
 struct FunctionDef {
-  std::string code;         // marshalled code object
-  Value defaults;           // None or a tuple
-  Value kwdefaults;         // None or a dict
+  std::string code;          // marshalled code object
+  Value defaults;            // None or a tuple
+  Value kwdefaults;          // None or a dict
   std::vector<Value> cells;  // closure cell contents
   std::vector<bool> empty_cells;
   std::vector<std::int64_t> cell_defs;  // index into FunctionData::defs, or -1

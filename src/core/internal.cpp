@@ -66,8 +66,8 @@ py::ref pickle_dumps(PyObject* obj) {
 py::ref pickle_loads(std::string_view data) {
   InterpCache& c = cache();
   if (c.pickle_loads == nullptr) load_pickle(c);
-  py::ref bytes = py::check(
-      PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size())));
+  py::ref bytes =
+      py::check(PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size())));
   return py::check(PyObject_CallOneArg(c.pickle_loads, bytes.get()));
 }
 
@@ -84,8 +84,8 @@ std::string utf8(PyObject* str) {
 }
 
 py::ref make_str(std::string_view text) {
-  return py::check(PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()),
-                                        "surrogatepass"));
+  return py::check(
+      PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "surrogatepass"));
 }
 
 std::string type_qualname(PyObject* obj) {
@@ -108,4 +108,3 @@ std::string type_qualname(PyObject* obj) {
 }
 
 }  // namespace subinterp::detail
-

@@ -36,4 +36,3 @@ py::ref make_str(std::string_view text);
 std::string type_qualname(PyObject* obj);
 
 }  // namespace subinterp::detail
-

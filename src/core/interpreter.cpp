@@ -174,7 +174,8 @@ void exec_source(const std::string& source) {
 }
 
 // Ends the interpreter on the runtime thread. Its state is closed and idle.
-void end_interpreter(InterpreterState& s, std::unordered_map<std::thread::id, PyThreadState*> others) {
+void end_interpreter(InterpreterState& s,
+                     std::unordered_map<std::thread::id, PyThreadState*> others) {
   detail::run_on_runtime_thread([&](PyThreadState*) {
     std::lock_guard ending(detail::lifecycle_mutex());
     PyEval_RestoreThread(s.home_);

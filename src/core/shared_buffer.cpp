@@ -21,13 +21,14 @@ SharedMemory::~SharedMemory() { std::free(data_); }
 namespace {
 
 struct SharedBufferObject {
-  PyObject_HEAD
-  std::shared_ptr<SharedMemory>* memory;  // owned; a pointer keeps the struct C-like
+  PyObject_HEAD std::shared_ptr<SharedMemory>* memory;  // owned; a pointer keeps the struct C-like
   std::size_t offset;
   std::size_t length;
 };
 
-SharedBufferObject* as_buffer(PyObject* self) { return reinterpret_cast<SharedBufferObject*>(self); }
+SharedBufferObject* as_buffer(PyObject* self) {
+  return reinterpret_cast<SharedBufferObject*>(self);
+}
 
 PyObject* buffer_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
   static const char* kwlist[] = {"size", nullptr};

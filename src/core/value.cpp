@@ -1,10 +1,10 @@
 #include "subinterp/value.hpp"
 
-#include <marshal.h>
-
 #include <algorithm>
 #include <stdexcept>
 #include <utility>
+
+#include <marshal.h>
 
 #include "function.hpp"
 #include "internal.hpp"
@@ -27,7 +27,8 @@ std::string path_key(PyObject* key) {
     py::ref r = py::ref::steal(PyObject_Repr(key));
     if (r) {
       const char* text = PyUnicode_AsUTF8(r.get());
-      if (text != nullptr && std::string_view(text).size() <= 60) return "[" + std::string(text) + "]";
+      if (text != nullptr && std::string_view(text).size() <= 60)
+        return "[" + std::string(text) + "]";
     }
     PyErr_Clear();
   }
@@ -219,7 +220,8 @@ class ValueCapture {
 
   Value function(PyObject* obj) {
     if (std::find(functions_.begin(), functions_.end(), obj) != functions_.end()) {
-      throw NotShareable("function", "the function refers to itself through its defaults or closure");
+      throw NotShareable("function",
+                         "the function refers to itself through its defaults or closure");
     }
     functions_.push_back(obj);
     struct Pop {
@@ -404,7 +406,8 @@ class ValueBuilder {
           PyTuple_SET_ITEM(shape.get(), static_cast<Py_ssize_t>(i),
                            py::check(PyLong_FromSsize_t(data.shape[i])).release());
         }
-        shaped = py::check(PyObject_CallMethod(view.get(), "cast", "OO", format.get(), shape.get()));
+        shaped =
+            py::check(PyObject_CallMethod(view.get(), "cast", "OO", format.get(), shape.get()));
       }
       view = std::move(shaped);
     }

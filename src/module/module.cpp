@@ -48,8 +48,8 @@ py::ref snapshot_tuple(const si::ExceptionSnapshot& s) {
                               : py::ref::borrow(Py_None);
   py::ref cause = optional_snapshot(s.cause);
   py::ref context = optional_snapshot(s.context);
-  py::ref parts[] = {text(s.type_name), text(s.type_qualname), text(s.type_module), text(s.msg),
-                     text(s.formatted), text(s.errdisplay)};
+  py::ref parts[] = {text(s.type_name), text(s.type_qualname), text(s.type_module),
+                     text(s.msg),       text(s.formatted),     text(s.errdisplay)};
   return py::check(PyTuple_Pack(9, parts[0].get(), parts[1].get(), parts[2].get(), parts[3].get(),
                                 parts[4].get(), parts[5].get(), cause.get(), context.get(),
                                 pickled.get()));
@@ -57,7 +57,8 @@ py::ref snapshot_tuple(const si::ExceptionSnapshot& s) {
 
 void raise_execution_failed(ModuleState* st, const si::ExceptionSnapshot& snapshot) {
   if (st->execution_failed == nullptr || st->make_excinfo == nullptr) {
-    PyErr_Format(PyExc_RuntimeError, "uncaught in the interpreter: %s", snapshot.errdisplay.c_str());
+    PyErr_Format(PyExc_RuntimeError, "uncaught in the interpreter: %s",
+                 snapshot.errdisplay.c_str());
     return;
   }
   py::ref raw = snapshot_tuple(snapshot);
@@ -108,7 +109,8 @@ PyObject* entry(PyObject* module, Body&& body) noexcept {
 
 std::int64_t id_arg(PyObject* obj) {
   if (!PyLong_Check(obj)) {
-    PyErr_Format(PyExc_TypeError, "interpreter id must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+    PyErr_Format(PyExc_TypeError, "interpreter id must be an int, not %.100s",
+                 Py_TYPE(obj)->tp_name);
     py::throw_python_error();
   }
   long long id = PyLong_AsLongLong(obj);
@@ -214,8 +216,10 @@ si::Value exec_code(PyObject* code) {
   if (PyUnicode_Check(code) || PyCode_Check(code)) return si::Value::capture(code);
   if (PyFunction_Check(code)) {
     PyCodeObject* co = reinterpret_cast<PyCodeObject*>(PyFunction_GetCode(code));
-    py::ref argcount = py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_argcount"));
-    py::ref kwonly = py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_kwonlyargcount"));
+    py::ref argcount =
+        py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_argcount"));
+    py::ref kwonly =
+        py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_kwonlyargcount"));
     py::ref flags = py::check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(co), "co_flags"));
     long f = PyLong_AsLong(flags.get());
     if (PyLong_AsLong(argcount.get()) != 0 || PyLong_AsLong(kwonly.get()) != 0 ||
@@ -264,7 +268,8 @@ PyObject* m_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
       py::throw_python_error();
     }
     si::Value fn = capture_at(callable, "callable");
-    si::Value positional = call_args != nullptr ? capture_at(call_args, "args") : si::Value::tuple({});
+    si::Value positional =
+        call_args != nullptr ? capture_at(call_args, "args") : si::Value::tuple({});
     si::Value keywords = call_kwargs != Py_None && PyDict_GET_SIZE(call_kwargs) > 0
                              ? capture_at(call_kwargs, "kwargs")
                              : si::Value();
@@ -347,8 +352,9 @@ PyObject* m_register(PyObject* module, PyObject* args, PyObject* kwargs) {
       PyErr_Format(PyExc_TypeError, "register() got an unexpected keyword argument %R", key);
       return nullptr;
     }
-    if (found->exception && !(PyType_Check(value) && PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(value),
-                                                                        reinterpret_cast<PyTypeObject*>(PyExc_Exception)))) {
+    if (found->exception && !(PyType_Check(value) &&
+                              PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(value),
+                                               reinterpret_cast<PyTypeObject*>(PyExc_Exception)))) {
       PyErr_Format(PyExc_TypeError, "register(): %U must be an Exception subclass", key);
       return nullptr;
     }
@@ -371,8 +377,9 @@ PyMethodDef methods[] = {
      "exec(id, code)"},
     {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_call)), METH_FASTCALL,
      "call(id, callable, args=(), kwargs=None) -> result"},
-    {"set_main_attrs", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_set_main_attrs)),
-     METH_FASTCALL, "set_main_attrs(id, ns)"},
+    {"set_main_attrs",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_set_main_attrs)), METH_FASTCALL,
+     "set_main_attrs(id, ns)"},
     {"is_shareable", m_is_shareable, METH_O, "is_shareable(obj) -> bool"},
     {"incref", m_incref, METH_O, "incref(id)"},
     {"decref", m_decref, METH_O, "decref(id)"},
