@@ -17,6 +17,7 @@ friendly classes, argument handling and documentation.
 """
 
 import atexit
+import os
 import pickle
 import sys
 import threading
@@ -495,11 +496,28 @@ _callable = callable  # Interpreter.call's argument shadows the builtin.
 
 # --- process exit ------------------------------------------------------------
 
+def _warn_before_fork():
+    # CPython 3.12 and 3.13 cannot fork a process that has sub-interpreters:
+    # the child hangs (3.12) or aborts (3.13) while deleting them. A fork
+    # cannot be refused from here, so say why before it happens.
+    open_ = [i for i, whence in _subinterp.list_all()
+             if whence == _subinterp.WHENCE_SUBINTERP]
+    if open_:
+        import warnings
+        warnings.warn(
+            f'fork() with {len(open_)} subinterp interpreter(s) open: '
+            f'CPython {sys.version_info[0]}.{sys.version_info[1]} cannot fork '
+            f'such a process (the child hangs or aborts); close them first, '
+            f'or use multiprocessing\'s "spawn" or "forkserver" start method',
+            RuntimeWarning, stacklevel=2)
+
+
 def _register_shutdown():
     # Only the main interpreter's exit ends the process; interpreters still
     # open then must be ended before Python finalizes.
     if _subinterp.get_current()[0] == _subinterp.get_main()[0]:
         atexit.register(_subinterp.shutdown)
+        os.register_at_fork(before=_warn_before_fork)
 
 
 _register_shutdown()

@@ -1,5 +1,7 @@
 #include "runtime.hpp"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdio>
 #include <deque>
@@ -100,10 +102,36 @@ struct Registry {
   std::unique_ptr<RuntimeThread> thread;
 };
 
+struct Process {
+  Registry* registry = new Registry();
+  std::recursive_mutex* lifecycle = new std::recursive_mutex();
+};
+
+// In a child made by fork() only the forking thread survives, and CPython
+// deletes every interpreter but the main one (PyOS_AfterFork_Child). Start
+// afresh there: the old registry and locks may be held by threads that no
+// longer exist, and the runtime thread is gone. The old objects are leaked
+// on purpose; the states still referenced by handles are marked closed.
+void after_fork_in_child();
+
 // Never destroyed: thread-exit hooks may run after static destructors.
-Registry& registry() {
-  static Registry* r = new Registry();
-  return *r;
+Process& process() {
+  static Process* p = [] {
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+    return new Process();
+  }();
+  return *p;
+}
+
+Registry& registry() { return *process().registry; }
+
+void after_fork_in_child() {
+  Process& p = process();
+  for (auto& [id, state] : p.registry->owned) state->closed_ = true;
+  if (p.registry->main) p.registry->main->tstates_.clear();
+  (void)p.registry->thread.release();  // its thread does not exist here
+  p.registry = new Registry();
+  p.lifecycle = new std::recursive_mutex();
 }
 
 // Interpreters for which this thread has a cached thread state, so the
@@ -165,10 +193,7 @@ void run_on_runtime_thread(const std::function<void(PyThreadState*)>& job) {
   thread->run(job);
 }
 
-std::recursive_mutex& lifecycle_mutex() {
-  static std::recursive_mutex* mu = new std::recursive_mutex();
-  return *mu;
-}
+std::recursive_mutex& lifecycle_mutex() { return *process().lifecycle; }
 
 std::shared_ptr<InterpreterState> find_owned(std::int64_t id) {
   Registry& r = registry();

@@ -8,6 +8,51 @@ import subinterp
 from helpers import ScriptTestBase
 
 
+class ForkTests(ScriptTestBase):
+
+    def test_fork_after_close_child_starts_afresh(self):
+        # The runtime thread does not exist in the child: creating an
+        # interpreter there must start a new one, not wait for the old.
+        out = self.assert_script_ok('''
+            import os, warnings, subinterp
+            warnings.simplefilter('ignore', DeprecationWarning)  # fork with threads
+            old = subinterp.create()
+            old.exec('x = 1')
+            old.close()
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    assert [i.id for i in subinterp.list_all()] == [0]
+                    new = subinterp.create()
+                    assert new.call(lambda: 6 * 7) == 42
+                    new.close()
+                except BaseException as exc:
+                    print('child failed:', repr(exc), flush=True)
+                    code = 2
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            print('child', os.waitstatus_to_exitcode(status))
+            print('parent', subinterp.create().call(lambda: 1 + 1))
+            ''')
+        self.assertEqual(out.split(), ['child', '0', 'parent', '2'])
+
+    def test_fork_with_open_interpreter_warns(self):
+        # CPython cannot fork with sub-interpreters alive; the warning
+        # comes before the fork (the child is left out: it cannot run).
+        out = self.assert_script_ok('''
+            import warnings, subinterp
+            interp = subinterp.create()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always')
+                subinterp._warn_before_fork()
+            print([str(w.message).split(':')[0] for w in caught
+                   if w.category is RuntimeWarning])
+            ''')
+        self.assertEqual(out.strip(),
+                         "['fork() with 1 subinterp interpreter(s) open']")
+
+
 class LeftOpenTests(ScriptTestBase):
 
     def test_idle_interpreters_left_open(self):
