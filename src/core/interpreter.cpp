@@ -237,7 +237,7 @@ Interpreter Interpreter::create(const Config& config) {
   preload_on_caller();
 #endif
   detail::run_on_runtime_thread([&](PyThreadState* anchor) {
-    // Lock order: creation mutex, then a GIL (as list_interpreters does).
+    // Lock order: the lifecycle mutex, then a GIL (as listings take them).
     std::lock_guard creating(detail::lifecycle_mutex());
     PyEval_RestoreThread(anchor);
 #if PY_VERSION_HEX < 0x030D0000
