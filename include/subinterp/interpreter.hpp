@@ -15,6 +15,7 @@
 #include <Python.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -71,6 +72,12 @@ class Interpreter {
   Value call(const Value& callable, const Value& args, const Value& kwargs);
   // Binds name -> value items of a dict Value in __main__.
   void set_main_attrs(const Value& ns);
+  // Runs `fn` on the calling thread with this interpreter's thread state
+  // attached, as a run (refused while another runs), for hosts that use the
+  // C API there directly. A py::PythonError escaping `fn` becomes
+  // ExecutionFailed; other exceptions pass through. Python objects made by
+  // `fn` must not outlive it (capture what should leave as a Value).
+  void run(const std::function<void()>& fn);
 
   // Ends the interpreter. Throws InterpreterError if it is running or is the
   // main interpreter, InterpreterNotFound if already closed. Waits for

@@ -344,6 +344,8 @@ void Interpreter::set_main_attrs(const Value& ns) {
   });
 }
 
+void Interpreter::run(const std::function<void()>& fn) { run_in(state_, fn); }
+
 void Interpreter::close() { close_state(state_); }
 
 void Interpreter::incref() {

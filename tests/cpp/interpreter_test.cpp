@@ -286,6 +286,33 @@ TEST(Interpreter, CallFunctionOfItsOwnMainByName) {
   b.close();
 }
 
+TEST(Interpreter, RunGivesTheCApiInsideTheInterpreter) {
+  Interpreter interp = Interpreter::create();
+  interp.exec("numbers = [1, 2, 3]");
+  Value total;
+  interp.run([&] {
+    // The C API, with this interpreter's thread state attached.
+    PyObject* main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
+    PyObject* numbers = PyDict_GetItemString(main_dict, "numbers");  // borrowed
+    ASSERT_NE(numbers, nullptr);
+    subinterp::py::ref sum = subinterp::py::check(
+        PyObject_CallOneArg(PyDict_GetItemString(PyEval_GetBuiltins(), "sum"), numbers));
+    total = Value::capture(sum.get());
+  });
+  EXPECT_EQ(total.as_int(), 6);
+  // A Python error left by the function arrives as ExecutionFailed.
+  try {
+    interp.run([] {
+      PyObject* main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
+      subinterp::py::check(PyRun_String("1/0", Py_eval_input, main_dict, main_dict));
+    });
+    ADD_FAILURE() << "expected ExecutionFailed";
+  } catch (const subinterp::ExecutionFailed& e) {
+    EXPECT_EQ(e.snapshot().type_name, "ZeroDivisionError");
+  }
+  interp.close();
+}
+
 TEST(Interpreter, CallBuiltinFunction) {
   // operator.add is a builtin (C) function: it travels by reference too.
   Value add = capture_main("operator.add", "import operator");

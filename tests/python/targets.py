@@ -246,3 +246,26 @@ class Point:
 
     def norm2(self):
         return self.x * self.x + self.y * self.y
+
+
+def spin_until_flag(view, seconds):
+    """Set view[2], spin, never blocking, until view[0] is set; then set
+    view[1].
+
+    The switch interval is raised first, so that this interpreter's GIL is
+    released only when the loop ends: another interpreter can set the flag
+    meanwhile only if it has a GIL of its own. Gives up after `seconds`.
+    """
+    import time
+    sys.setswitchinterval(60.0)
+    deadline = time.monotonic() + seconds
+    view[2] = 1
+    while view[0] == 0:
+        if time.monotonic() > deadline:
+            return False
+    view[1] = 1
+    return True
+
+
+def set_flag(view):
+    view[0] = 1

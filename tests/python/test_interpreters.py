@@ -8,6 +8,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import unittest
 
 import subinterp
@@ -287,6 +288,27 @@ class InterpreterObjectTests(TestBase):
             with subinterp.create() as interp:
                 1 / 0
         self.assertNotIn(interp, subinterp.list_all())
+
+
+class OwnGilTests(TestBase):
+
+    def test_isolated_interpreters_run_at_the_same_time(self):
+        # a spins, holding its GIL, until b sets a flag in shared memory:
+        # b gets to run only because it does not need a's GIL.
+        a, b = subinterp.create(), subinterp.create()
+        flags = subinterp.SharedBuffer(3)
+        results = []
+        t = threading.Thread(target=lambda: results.append(
+            a.call(targets.spin_until_flag, memoryview(flags), 30.0)))
+        t.start()
+        try:
+            while memoryview(flags)[2] == 0 and t.is_alive():
+                time.sleep(0.001)  # until a spins
+            b.call(targets.set_flag, memoryview(flags))
+        finally:
+            t.join()
+        self.assertEqual(results, [True])
+        self.assertEqual(bytes(flags), b'\x01\x01\x01')
 
 
 class IsRunningTests(TestBase):
