@@ -225,6 +225,20 @@ py::ref unmarshal_code(const std::string& data) {
   return made;
 }
 
+py::ref compile_cached(const std::string& source) {
+  InterpCache& c = cache();
+  // Keyed by str in the same cache as marshalled bytes: a str key never
+  // equals a bytes key.
+  py::ref key = make_str(source);
+  PyObject* code = PyDict_GetItemWithError(c.code_in, key.get());
+  if (code != nullptr) return py::ref::borrow(code);
+  if (PyErr_Occurred()) py::throw_python_error();
+  py::ref made = py::check(Py_CompileString(source.c_str(), "<string>", Py_file_input));
+  if (PyDict_GET_SIZE(c.code_in) >= kMaxCachedCode) PyDict_Clear(c.code_in);
+  py::check(PyDict_SetItem(c.code_in, key.get(), made.get()));
+  return made;
+}
+
 std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCapture& capture) {
   auto data = std::make_shared<FunctionData>();
   data->module = attr_text(func, "__module__");

@@ -51,6 +51,9 @@ std::string marshal_code(PyObject* code);
 // interpreter.
 py::ref unmarshal_code(const std::string& data);
 Value capture_nested(ValueCapture& capture, PyObject* obj);
+// Source text compiled as a module ("<string>"), cached per text in the
+// attached interpreter: a script run again is not compiled again.
+py::ref compile_cached(const std::string& source);
 
 }  // namespace detail
 }  // namespace subinterp

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include "function.hpp"
 #include "internal.hpp"
 #include "runtime.hpp"
 #include "subinterp/subinterp.hpp"
@@ -170,7 +171,8 @@ py::ref call_in_main(PyObject* func, PyObject* args, PyObject* kwargs) {
 
 void exec_source(const std::string& source) {
   PyObject* ns = main_namespace();
-  py::check(PyRun_String(source.c_str(), Py_file_input, ns, ns));
+  py::ref code = detail::compile_cached(source);
+  py::check(PyEval_EvalCode(code.get(), ns, ns));
 }
 
 // Ends the interpreter on the runtime thread. Its state is closed and idle.
