@@ -279,10 +279,11 @@ py::ref build_function(const FunctionData& data) {
     }
     return obj;
   }
+  InterpCache& c = cache();
   py::ref globals = py::check(PyDict_New());
-  py::check(PyDict_SetItemString(globals.get(), "__builtins__", cache().builtins));
+  py::check(PyDict_SetItem(globals.get(), c.str_builtins, c.builtins));
   py::ref name = make_str(data.module.empty() ? "__main__" : data.module);
-  py::check(PyDict_SetItemString(globals.get(), "__name__", name.get()));
+  py::check(PyDict_SetItem(globals.get(), c.str_name, name.get()));
   for (const auto& [key, value] : data.globals) {
     py::ref obj = value.rebuild();
     py::check(PyDict_SetItemString(globals.get(), key.c_str(), obj.get()));

@@ -19,7 +19,10 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
   Py_CLEAR(c->shared_buffer_type);
-  delete c;
+  Py_CLEAR(c->str_builtins);
+  Py_CLEAR(c->str_name);
+  // Not freed: threads remember it (see cache()); ~100 bytes an interpreter.
+  c->dead = true;
 }
 
 void load_pickle(InterpCache& c) {
@@ -32,8 +35,32 @@ void load_pickle(InterpCache& c) {
 
 }  // namespace
 
+InterpCache& find_cache(PyInterpreterState* interp);
+
 InterpCache& cache() {
-  PyObject* dict = PyInterpreterState_GetDict(PyInterpreterState_Get());
+  // A thread moves between a few interpreters per call (caller, target,
+  // caller); remember the last few caches it found. An entry is matched by
+  // address and id: ids are never reused, so a new interpreter at a freed
+  // one's address misses.
+  struct Seen {
+    PyInterpreterState* interp = nullptr;
+    std::int64_t id = -1;
+    InterpCache* cache = nullptr;
+  };
+  thread_local Seen seen[4];
+  thread_local unsigned next = 0;
+  PyInterpreterState* interp = PyInterpreterState_Get();
+  std::int64_t id = PyInterpreterState_GetID(interp);
+  for (const Seen& s : seen) {
+    if (s.interp == interp && s.id == id && !s.cache->dead) return *s.cache;
+  }
+  InterpCache& found = find_cache(interp);
+  seen[next++ % 4] = Seen{interp, id, &found};
+  return found;
+}
+
+InterpCache& find_cache(PyInterpreterState* interp) {
+  PyObject* dict = PyInterpreterState_GetDict(interp);
   if (dict == nullptr) {
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no interpreter state dict");
     py::throw_python_error();
@@ -51,6 +78,8 @@ InterpCache& cache() {
   py::check(PyDict_SetItemString(dict, kCacheKey, made.get()));
   py::ref builtins = py::check(PyImport_ImportModule("builtins"));
   c->builtins = builtins.release();
+  c->str_builtins = py::check(PyUnicode_InternFromString("__builtins__")).release();
+  c->str_name = py::check(PyUnicode_InternFromString("__name__")).release();
   c->code_out = py::check(PyDict_New()).release();
   c->code_in = py::check(PyDict_New()).release();
   return *c;

@@ -3,6 +3,7 @@
 
 #include <Python.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,9 @@ struct InterpCache {
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
   PyObject* shared_buffer_type = nullptr;
+  PyObject* str_builtins = nullptr;  // "__builtins__", interned
+  PyObject* str_name = nullptr;      // "__name__", interned
+  bool dead = false;                 // released with its interpreter
 };
 
 // The attached interpreter's cache (made on first use). Throws PythonError.
