@@ -1,11 +1,17 @@
 #include "internal.hpp"
 
+#include <atomic>
+
 #include "subinterp/error.hpp"
 
 namespace subinterp::detail {
 namespace {
 
 constexpr const char* kCacheKey = "subinterp.core.cache";
+
+// Raised whenever a cache is released; threads drop what they remember when
+// it moves.
+std::atomic<std::uint64_t> g_cache_epoch{0};
 
 void release_cache(PyObject* capsule) {
   auto* c = static_cast<InterpCache*>(PyCapsule_GetPointer(capsule, kCacheKey));
@@ -21,8 +27,10 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->shared_buffer_type);
   Py_CLEAR(c->str_builtins);
   Py_CLEAR(c->str_name);
-  // Not freed: threads remember it (see cache()); ~100 bytes an interpreter.
-  c->dead = true;
+  // Threads forget the caches they remember (see cache()) before this one
+  // is freed. Nobody else is attached to its interpreter: it is ending.
+  g_cache_epoch.fetch_add(1);
+  delete c;
 }
 
 void load_pickle(InterpCache& c) {
@@ -39,9 +47,8 @@ InterpCache& find_cache(PyInterpreterState* interp);
 
 InterpCache& cache() {
   // A thread moves between a few interpreters per call (caller, target,
-  // caller); remember the last few caches it found. An entry is matched by
-  // address and id: ids are never reused, so a new interpreter at a freed
-  // one's address misses.
+  // caller); remember the last few caches it found, matched by interpreter
+  // address and id.
   struct Seen {
     PyInterpreterState* interp = nullptr;
     std::int64_t id = -1;
@@ -49,10 +56,16 @@ InterpCache& cache() {
   };
   thread_local Seen seen[4];
   thread_local unsigned next = 0;
+  thread_local std::uint64_t seen_epoch = 0;
+  std::uint64_t epoch = g_cache_epoch.load();
+  if (epoch != seen_epoch) {
+    for (Seen& s : seen) s = Seen{};
+    seen_epoch = epoch;
+  }
   PyInterpreterState* interp = PyInterpreterState_Get();
   std::int64_t id = PyInterpreterState_GetID(interp);
   for (const Seen& s : seen) {
-    if (s.interp == interp && s.id == id && !s.cache->dead) return *s.cache;
+    if (s.interp == interp && s.id == id) return *s.cache;
   }
   InterpCache& found = find_cache(interp);
   seen[next++ % 4] = Seen{interp, id, &found};

@@ -23,7 +23,6 @@ struct InterpCache {
   PyObject* shared_buffer_type = nullptr;
   PyObject* str_builtins = nullptr;  // "__builtins__", interned
   PyObject* str_name = nullptr;      // "__name__", interned
-  bool dead = false;                 // released with its interpreter
 };
 
 // The attached interpreter's cache (made on first use). Throws PythonError.
