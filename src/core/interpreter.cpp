@@ -101,24 +101,18 @@ void preload_on_caller() {
 }
 #endif
 
+// The isolated config of PEP 684 (own GIL and allocator, extensions must
+// support multiple interpreters), or the legacy one sharing the main GIL.
 PyInterpreterConfig make_config(const Config& config) {
+  const int isolated = config.isolated ? 1 : 0;
   PyInterpreterConfig c{};
   c.allow_threads = 1;
-  if (config.isolated) {
-    c.use_main_obmalloc = 0;
-    c.allow_fork = 0;
-    c.allow_exec = 0;
-    c.allow_daemon_threads = 0;
-    c.check_multi_interp_extensions = 1;
-    c.gil = PyInterpreterConfig_OWN_GIL;
-  } else {
-    c.use_main_obmalloc = 1;
-    c.allow_fork = 1;
-    c.allow_exec = 1;
-    c.allow_daemon_threads = 1;
-    c.check_multi_interp_extensions = 0;
-    c.gil = PyInterpreterConfig_SHARED_GIL;
-  }
+  c.use_main_obmalloc = 1 - isolated;
+  c.allow_fork = 1 - isolated;
+  c.allow_exec = 1 - isolated;
+  c.allow_daemon_threads = 1 - isolated;
+  c.check_multi_interp_extensions = isolated;
+  c.gil = isolated ? PyInterpreterConfig_OWN_GIL : PyInterpreterConfig_SHARED_GIL;
   return c;
 }
 
