@@ -2,6 +2,7 @@
 exit code as the script asks, no 'Fatal Python error', no crash, nothing
 on stderr that the script did not print."""
 
+import sys
 import unittest
 
 import subinterp
@@ -194,6 +195,36 @@ class Py312CrashTests(ScriptTestBase):
             interp.close()
             print(name, 'ok')
         '''
+
+    def test_refused_extension_then_second_interpreter(self):
+        # 3.12.1 runs the single-phase init of _datetime, _decimal and
+        # _zoneinfo in the isolated interpreter before refusing it; the
+        # next interpreter's import then double-frees. Each package below
+        # pulls one of them in (or falls back to pure Python). An import
+        # may fail cleanly (3.12's zoneinfo needs the C datetime API); the
+        # process must live.
+        names = ('datetime', 'decimal', 'zoneinfo', 'fractions',
+                 'statistics', 'sqlite3', 'http.client', 'urllib.request')
+        out = self.assert_script_ok(f'''
+            import subinterp
+            for name in {names!r}:
+                result = 'ok'
+                for _ in range(2):
+                    interp = subinterp.create()
+                    try:
+                        interp.exec(f'import {{name}}')
+                    except subinterp.ExecutionFailed as exc:
+                        result = exc.excinfo.type.__name__
+                    interp.close()
+                print(name, result)
+            ''')
+        got = dict(line.split() for line in out.splitlines())
+        self.assertEqual(sorted(got), sorted(names))
+        refused = {name: r for name, r in got.items() if r != 'ok'}
+        if sys.version_info >= (3, 13):
+            self.assertEqual(refused, {})
+        else:
+            self.assertLessEqual(set(refused), {'zoneinfo'})
 
     def test_import_then_close(self):
         out = self.assert_script_ok(self.SCRIPT)
