@@ -18,9 +18,7 @@ namespace {
 // instead (pickle also handles reference cycles).
 constexpr std::size_t kMaxDepth = 200;
 
-struct PickleWhole {};
-
-void check_py(int rc) { py::check(rc); }  // thrown on a cycle or too deep nesting
+struct PickleWhole {};  // thrown on a cycle or too deep nesting
 
 std::string path_key(PyObject* key) {
   if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)) {
@@ -192,7 +190,7 @@ class ValueCapture {
                            "pass bytes(view) to send a copy");
       }
       data.memory = SharedMemory::allocate(static_cast<std::size_t>(view->len));
-      check_py(PyBuffer_ToContiguous(data.memory->data(), view, view->len, 'C'));
+      py::check(PyBuffer_ToContiguous(data.memory->data(), view, view->len, 'C'));
       data.offset = 0;
     } else {
       const char* base = data.memory->data() + data.offset;
