@@ -2,7 +2,9 @@
 #pragma once
 
 #include "subinterp/error.hpp"
+#include "subinterp/channel.hpp"
 #include "subinterp/interpreter.hpp"
+#include "subinterp/queue.hpp"
 #include "subinterp/ref.hpp"
 #include "subinterp/shared_buffer.hpp"
 #include "subinterp/snapshot.hpp"

@@ -7,7 +7,8 @@
 //
 // Kinds: None, bool, int (any size), float, complex, str, bytes, bytearray
 // (copied), tuple, list, dict, set, frozenset; shared buffers (zero copy);
-// modules (by name); code objects (marshalled); functions (by reference when
+// handles to queues and channel ends (the same queue or channel on both
+// sides); modules (by name); code objects (marshalled); functions (by reference when
 // importable, else by value: code plus the globals, defaults and closure cells
 // they use); and pickled bytes for everything else.
 //
@@ -32,6 +33,13 @@ namespace subinterp {
 class SharedMemory;
 struct FunctionData;
 struct BufferData;
+class Queue;
+class Channel;
+enum class ChannelEnd : std::uint8_t;
+namespace detail {
+class QueueState;
+class ChannelState;
+}  // namespace detail
 
 class Value {
  public:
@@ -55,6 +63,9 @@ class Value {
     Code,    // marshalled code object
     Function,
     Pickled,  // pickle protocol 5 bytes
+    Queue,    // a queue handle
+    SendChannel,
+    RecvChannel,
   };
 
   Value() noexcept = default;  // None
@@ -82,6 +93,8 @@ class Value {
   // __main__.work, function_ref("math", "sqrt") imports math there.
   static Value function_ref(std::string module, std::string qualname);
   static Value code(std::string marshalled);
+  static Value from_queue(const Queue& queue);
+  static Value from_channel(const Channel& channel, ChannelEnd end);
 
   Kind kind() const noexcept { return kind_; }
   bool is_none() const noexcept { return kind_ == Kind::None; }
@@ -92,12 +105,17 @@ class Value {
   const std::string& as_string() const;
   // Items of Tuple, List, Dict, Set, FrozenSet.
   const std::vector<Value>& items() const;
+  // The handle of Queue / SendChannel / RecvChannel values.
+  Queue as_queue() const;
+  Channel as_channel() const;
 
  private:
   using Items = std::vector<Value>;
   using Storage = std::variant<std::monostate, bool, std::int64_t, double, std::string,
                                std::shared_ptr<const Items>, std::shared_ptr<const FunctionData>,
-                               std::shared_ptr<const BufferData>, std::pair<double, double>>;
+                               std::shared_ptr<const BufferData>, std::pair<double, double>,
+                               std::shared_ptr<detail::QueueState>,
+                               std::shared_ptr<detail::ChannelState>>;
 
   Value(Kind kind, Storage storage) : kind_(kind), storage_(std::move(storage)) {}
 
@@ -107,5 +125,20 @@ class Value {
   Kind kind_ = Kind::None;
   Storage storage_;
 };
+
+// How handles look in Python. The `_subinterp` extension installs these
+// when it is first imported: `capture` recognises its queue and channel
+// objects, `rebuild` makes them in the attached interpreter (importing what
+// it needs there). Without them, handles rebuild as a TypeError and Python
+// objects of those types are not recognised. Process-wide; the functions
+// must be safe in every interpreter.
+struct HandleHooks {
+  // True (and `out` set) when `obj` is a handle object; may throw.
+  bool (*capture)(PyObject* obj, Value& out) = nullptr;
+  // A new reference to the Python object for the handle in `v`, or nullptr
+  // with an exception set.
+  PyObject* (*rebuild)(const Value& v) = nullptr;
+};
+void set_handle_hooks(const HandleHooks& hooks);
 
 }  // namespace subinterp

@@ -33,6 +33,9 @@ __all__ = [
     'InterpreterError', 'InterpreterNotFoundError', 'ExecutionFailed',
     'NotShareableError',
     'ExceptionInfo', 'SharedBuffer',
+    'create_queue', 'Queue', 'QueueError', 'QueueNotFoundError', 'QueueEmpty',
+    'QueueFull', 'ItemInterpreterDestroyed',
+    'UNBOUND', 'UNBOUND_ERROR', 'UNBOUND_REMOVE',
 ]
 
 
@@ -191,6 +194,12 @@ _subinterp.register(
     NotShareableError=NotShareableError,
     make_excinfo=ExceptionInfo._from_raw,
 )
+
+from .queues import (  # noqa: E402  (needs the classes registered above)
+    create as create_queue, Queue, QueueError, QueueNotFoundError, QueueEmpty,
+    QueueFull, ItemInterpreterDestroyed, UNBOUND, UNBOUND_ERROR, UNBOUND_REMOVE,
+)
+from . import channels  # noqa: E402,F401
 
 
 # --- module functions --------------------------------------------------------

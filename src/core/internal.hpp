@@ -25,6 +25,10 @@ struct InterpCache {
   PyObject* str_name = nullptr;      // "__name__", interned
 };
 
+// Applies the unbound policies of queue items put by interpreter `id`,
+// which has just been closed.
+void queues_interpreter_closed(std::int64_t id);
+
 // The attached interpreter's cache (made on first use). Throws PythonError.
 InterpCache& cache();
 

@@ -207,6 +207,7 @@ void close_state(const std::shared_ptr<InterpreterState>& state) {
   // (and find it closed).
   end_interpreter(s, std::move(others));
   detail::unregister_owned(s.id_);
+  detail::queues_interpreter_closed(s.id_);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "subinterp/value.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
 #include <utility>
 
@@ -8,7 +9,9 @@
 
 #include "function.hpp"
 #include "internal.hpp"
+#include "subinterp/channel.hpp"
 #include "subinterp/error.hpp"
+#include "subinterp/queue.hpp"
 #include "subinterp/shared_buffer.hpp"
 
 namespace subinterp {
@@ -19,6 +22,9 @@ namespace {
 constexpr std::size_t kMaxDepth = 200;
 
 struct PickleWhole {};  // thrown on a cycle or too deep nesting
+
+std::atomic<bool (*)(PyObject*, Value&)> g_capture_handle{nullptr};
+std::atomic<PyObject* (*)(const Value&)> g_rebuild_handle{nullptr};
 
 std::string path_key(PyObject* key) {
   if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)) {
@@ -79,6 +85,10 @@ class ValueCapture {
     if (type == &PyFunction_Type) return function(obj);
     if (PyCFunction_Check(obj)) {
       if (auto data = detail::capture_builtin(obj)) return Value(Value::Kind::Function, data);
+    }
+    if (auto hook = g_capture_handle.load(std::memory_order_acquire)) {
+      Value handle;
+      if (hook(obj, handle)) return handle;
     }
     BufferData view;
     if (shared_buffer_view(obj, view)) {
@@ -291,6 +301,22 @@ Value Value::dict(std::vector<Value> items) {
   return Value(Kind::Dict, std::make_shared<const Items>(std::move(items)));
 }
 
+Value Value::from_queue(const Queue& queue) { return Value(Kind::Queue, queue.state_); }
+Value Value::from_channel(const Channel& channel, ChannelEnd end) {
+  return Value(end == ChannelEnd::Send ? Kind::SendChannel : Kind::RecvChannel, channel.state_);
+}
+Queue Value::as_queue() const {
+  return Queue(std::get<std::shared_ptr<detail::QueueState>>(storage_));
+}
+Channel Value::as_channel() const {
+  return Channel(std::get<std::shared_ptr<detail::ChannelState>>(storage_));
+}
+
+void set_handle_hooks(const HandleHooks& hooks) {
+  g_rebuild_handle.store(hooks.rebuild, std::memory_order_release);
+  g_capture_handle.store(hooks.capture, std::memory_order_release);
+}
+
 bool Value::as_bool() const { return std::get<bool>(storage_); }
 std::int64_t Value::as_int() const { return std::get<std::int64_t>(storage_); }
 double Value::as_double() const { return std::get<double>(storage_); }
@@ -346,12 +372,25 @@ class ValueBuilder {
         return detail::build_function(*std::get<std::shared_ptr<const FunctionData>>(v.storage_));
       case K::Pickled:
         return detail::pickle_loads(v.as_string());
+      case K::Queue:
+      case K::SendChannel:
+      case K::RecvChannel:
+        return handle(v);
     }
     PyErr_SetString(PyExc_SystemError, "unknown Value kind");
     py::throw_python_error();
   }
 
  private:
+  static py::ref handle(const Value& v) {
+    auto hook = g_rebuild_handle.load(std::memory_order_acquire);
+    if (hook == nullptr) {
+      PyErr_SetString(PyExc_TypeError,
+                      "queue and channel handles need the subinterp package to become objects");
+      py::throw_python_error();
+    }
+    return py::check(hook(v));
+  }
   static py::ref bytes(const std::string& s) {
     return py::check(PyBytes_FromStringAndSize(s.data(), static_cast<Py_ssize_t>(s.size())));
   }

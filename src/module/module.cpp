@@ -9,28 +9,10 @@
 #include <new>
 #include <string>
 
-#include "subinterp/subinterp.hpp"
+#include "module.hpp"
 
-namespace si = subinterp;
-namespace py = subinterp::py;
-
+namespace subinterp_ext {
 namespace {
-
-struct ModuleState {
-  PyObject* interpreter_error;
-  PyObject* not_found_error;
-  PyObject* execution_failed;
-  PyObject* not_shareable_error;
-  PyObject* make_excinfo;
-};
-
-ModuleState* state_of(PyObject* module) {
-  return static_cast<ModuleState*>(PyModule_GetState(module));
-}
-
-PyObject* or_default(PyObject* registered, PyObject* fallback) {
-  return registered != nullptr ? registered : fallback;
-}
 
 py::ref snapshot_tuple(const si::ExceptionSnapshot& s);
 
@@ -67,8 +49,8 @@ void raise_execution_failed(ModuleState* st, const si::ExceptionSnapshot& snapsh
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.get())), exc.get());
 }
 
-// Turns the exception in flight into a pending Python exception of this
-// interpreter. Called from the catch clauses of every entry point.
+}  // namespace
+
 void translate(PyObject* module) noexcept {
   ModuleState* st = state_of(module);
   try {
@@ -83,6 +65,26 @@ void translate(PyObject* module) noexcept {
     }
   } catch (si::NotShareable& e) {
     PyErr_SetString(or_default(st->not_shareable_error, PyExc_TypeError), e.what());
+  } catch (si::QueueEmpty& e) {
+    PyErr_SetString(or_default(st->queue_empty, PyExc_RuntimeError), e.what());
+  } catch (si::QueueFull& e) {
+    PyErr_SetString(or_default(st->queue_full, PyExc_RuntimeError), e.what());
+  } catch (si::QueueNotFound& e) {
+    PyErr_SetString(or_default(st->queue_not_found, PyExc_RuntimeError), e.what());
+  } catch (si::ItemInterpreterDestroyed& e) {
+    PyErr_SetString(or_default(st->item_destroyed, PyExc_RuntimeError), e.what());
+  } catch (si::QueueError& e) {
+    PyErr_SetString(or_default(st->queue_error, PyExc_RuntimeError), e.what());
+  } catch (si::ChannelTimeout& e) {
+    PyErr_SetString(PyExc_TimeoutError, e.what());
+  } catch (si::ChannelEmpty& e) {
+    PyErr_SetString(or_default(st->channel_empty, PyExc_RuntimeError), e.what());
+  } catch (si::ChannelClosed& e) {
+    PyErr_SetString(or_default(st->channel_closed, PyExc_RuntimeError), e.what());
+  } catch (si::ChannelNotFound& e) {
+    PyErr_SetString(or_default(st->channel_not_found, PyExc_RuntimeError), e.what());
+  } catch (si::ChannelError& e) {
+    PyErr_SetString(or_default(st->channel_error, PyExc_RuntimeError), e.what());
   } catch (si::InterpreterNotFound& e) {
     PyErr_SetString(or_default(st->not_found_error, PyExc_RuntimeError), e.what());
   } catch (si::InterpreterError& e) {
@@ -96,27 +98,15 @@ void translate(PyObject* module) noexcept {
   }
 }
 
-// Each entry point is one try: this runs `body` and translates errors.
-template <class Body>
-PyObject* entry(PyObject* module, Body&& body) noexcept {
-  try {
-    return body();
-  } catch (...) {
-    translate(module);
-    return nullptr;
-  }
-}
-
-std::int64_t id_arg(PyObject* obj) {
+std::int64_t id_arg(PyObject* obj, const char* what) {
   if (!PyLong_Check(obj)) {
-    PyErr_Format(PyExc_TypeError, "interpreter id must be an int, not %.100s",
-                 Py_TYPE(obj)->tp_name);
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
     py::throw_python_error();
   }
   long long id = PyLong_AsLongLong(obj);
   if (id == -1 && PyErr_Occurred()) py::throw_python_error();
   if (id < 0) {
-    PyErr_SetString(PyExc_ValueError, "interpreter id must be a non-negative int");
+    PyErr_Format(PyExc_ValueError, "%s must be a non-negative int", what);
     py::throw_python_error();
   }
   return id;
@@ -128,6 +118,8 @@ bool check_nargs(const char* name, Py_ssize_t nargs, Py_ssize_t min, Py_ssize_t 
                max, nargs);
   return false;
 }
+
+namespace {
 
 si::Value capture_at(PyObject* obj, const char* path) {
   try {
@@ -325,41 +317,72 @@ PyObject* m_shutdown(PyObject* module, PyObject*) {
   });
 }
 
+// The fields of ModuleState that register() fills, by keyword.
+struct Slot {
+  const char* name;
+  PyObject* ModuleState::*field;
+  enum { Object, Exception, HandleClass } check;
+  PyObject* ModuleState::*base;  // for HandleClass: the type it must subclass
+};
+
+constexpr Slot kSlots[] = {
+    {"InterpreterError", &ModuleState::interpreter_error, Slot::Exception, nullptr},
+    {"InterpreterNotFoundError", &ModuleState::not_found_error, Slot::Exception, nullptr},
+    {"ExecutionFailed", &ModuleState::execution_failed, Slot::Exception, nullptr},
+    {"NotShareableError", &ModuleState::not_shareable_error, Slot::Exception, nullptr},
+    {"make_excinfo", &ModuleState::make_excinfo, Slot::Object, nullptr},
+    {"QueueError", &ModuleState::queue_error, Slot::Exception, nullptr},
+    {"QueueNotFoundError", &ModuleState::queue_not_found, Slot::Exception, nullptr},
+    {"QueueEmpty", &ModuleState::queue_empty, Slot::Exception, nullptr},
+    {"QueueFull", &ModuleState::queue_full, Slot::Exception, nullptr},
+    {"ItemInterpreterDestroyed", &ModuleState::item_destroyed, Slot::Exception, nullptr},
+    {"ChannelError", &ModuleState::channel_error, Slot::Exception, nullptr},
+    {"ChannelNotFoundError", &ModuleState::channel_not_found, Slot::Exception, nullptr},
+    {"ChannelEmptyError", &ModuleState::channel_empty, Slot::Exception, nullptr},
+    {"ChannelClosedError", &ModuleState::channel_closed, Slot::Exception, nullptr},
+    {"UNBOUND", &ModuleState::unbound, Slot::Object, nullptr},
+    {"UNBOUND_ERROR", &ModuleState::unbound_error, Slot::Object, nullptr},
+    {"UNBOUND_REMOVE", &ModuleState::unbound_remove, Slot::Object, nullptr},
+    {"Queue", &ModuleState::queue_class, Slot::HandleClass, &ModuleState::queue_type},
+    {"SendChannel", &ModuleState::send_class, Slot::HandleClass, &ModuleState::send_type},
+    {"RecvChannel", &ModuleState::recv_class, Slot::HandleClass, &ModuleState::recv_type},
+};
+
+bool slot_value_ok(ModuleState* st, const Slot& slot, PyObject* key, PyObject* value) {
+  PyObject* base = slot.check == Slot::Exception   ? PyExc_Exception
+                   : slot.check == Slot::HandleClass ? st->*slot.base
+                                                     : nullptr;
+  if (base == nullptr) return true;
+  if (PyType_Check(value) && PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(value),
+                                              reinterpret_cast<PyTypeObject*>(base))) {
+    return true;
+  }
+  PyErr_Format(PyExc_TypeError, "register(): %U must be a subclass of %s", key,
+               reinterpret_cast<PyTypeObject*>(base)->tp_name);
+  return false;
+}
+
 PyObject* m_register(PyObject* module, PyObject* args, PyObject* kwargs) {
   if (PyTuple_GET_SIZE(args) != 0 || kwargs == nullptr) {
     PyErr_SetString(PyExc_TypeError, "register() takes keyword arguments only");
     return nullptr;
   }
   ModuleState* st = state_of(module);
-  struct Slot {
-    const char* name;
-    PyObject** field;
-    bool exception;
-  } slots[] = {{"InterpreterError", &st->interpreter_error, true},
-               {"InterpreterNotFoundError", &st->not_found_error, true},
-               {"ExecutionFailed", &st->execution_failed, true},
-               {"NotShareableError", &st->not_shareable_error, true},
-               {"make_excinfo", &st->make_excinfo, false}};
   PyObject* key = nullptr;
   PyObject* value = nullptr;
   Py_ssize_t pos = 0;
   while (PyDict_Next(kwargs, &pos, &key, &value)) {
-    Slot* found = nullptr;
-    for (Slot& slot : slots) {
+    const Slot* found = nullptr;
+    for (const Slot& slot : kSlots) {
       if (PyUnicode_CompareWithASCIIString(key, slot.name) == 0) found = &slot;
     }
     if (found == nullptr) {
       PyErr_Format(PyExc_TypeError, "register() got an unexpected keyword argument %R", key);
       return nullptr;
     }
-    if (found->exception && !(PyType_Check(value) &&
-                              PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(value),
-                                               reinterpret_cast<PyTypeObject*>(PyExc_Exception)))) {
-      PyErr_Format(PyExc_TypeError, "register(): %U must be an Exception subclass", key);
-      return nullptr;
-    }
+    if (!slot_value_ok(st, *found, key, value)) return nullptr;
     Py_INCREF(value);
-    Py_XSETREF(*found->field, value);
+    Py_XSETREF(st->*found->field, value);
   }
   Py_RETURN_NONE;
 }
@@ -389,9 +412,16 @@ PyMethodDef methods[] = {
     {nullptr, nullptr, 0, nullptr},
 };
 
+
 int module_exec(PyObject* module) {
   ModuleState* st = state_of(module);
   *st = ModuleState{};
+  st->known = new (std::nothrow) std::unordered_map<std::int64_t, PyObject*>();
+  if (st->known == nullptr) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  if (handles_exec(module) < 0) return -1;
   try {
     PyObject* type = reinterpret_cast<PyObject*>(si::shared_buffer_type());
     py::check(PyModule_AddObjectRef(module, "SharedBuffer", type));
@@ -412,33 +442,48 @@ int module_exec(PyObject* module) {
   return PyModule_AddStringConstant(module, "__version__", si::version());
 }
 
+// Every PyObject* field of ModuleState.
+constexpr PyObject* ModuleState::*kObjectFields[] = {
+    &ModuleState::interpreter_error, &ModuleState::not_found_error,
+    &ModuleState::execution_failed,  &ModuleState::not_shareable_error,
+    &ModuleState::make_excinfo,      &ModuleState::queue_error,
+    &ModuleState::queue_not_found,   &ModuleState::queue_empty,
+    &ModuleState::queue_full,        &ModuleState::item_destroyed,
+    &ModuleState::channel_error,     &ModuleState::channel_not_found,
+    &ModuleState::channel_empty,     &ModuleState::channel_closed,
+    &ModuleState::unbound,           &ModuleState::unbound_error,
+    &ModuleState::unbound_remove,    &ModuleState::queue_class,
+    &ModuleState::send_class,        &ModuleState::recv_class,
+    &ModuleState::queue_type,        &ModuleState::send_type,
+    &ModuleState::recv_type,
+};
+
 int module_traverse(PyObject* module, visitproc visit, void* arg) {
   ModuleState* st = state_of(module);
-  Py_VISIT(st->interpreter_error);
-  Py_VISIT(st->not_found_error);
-  Py_VISIT(st->execution_failed);
-  Py_VISIT(st->not_shareable_error);
-  Py_VISIT(st->make_excinfo);
+  for (auto field : kObjectFields) Py_VISIT(st->*field);
   return 0;
 }
 
 int module_clear(PyObject* module) {
   ModuleState* st = state_of(module);
-  Py_CLEAR(st->interpreter_error);
-  Py_CLEAR(st->not_found_error);
-  Py_CLEAR(st->execution_failed);
-  Py_CLEAR(st->not_shareable_error);
-  Py_CLEAR(st->make_excinfo);
+  for (auto field : kObjectFields) Py_CLEAR(st->*field);
   return 0;
 }
 
-void module_free(void* module) { module_clear(static_cast<PyObject*>(module)); }
+void module_free(void* module) {
+  module_clear(static_cast<PyObject*>(module));
+  ModuleState* st = state_of(static_cast<PyObject*>(module));
+  delete st->known;
+  st->known = nullptr;
+}
 
 PyModuleDef_Slot slots[] = {
     {Py_mod_exec, reinterpret_cast<void*>(module_exec)},
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
     {0, nullptr},
 };
+
+}  // namespace
 
 PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
@@ -452,6 +497,6 @@ PyModuleDef module_def = {
     module_free,
 };
 
-}  // namespace
+}  // namespace subinterp_ext
 
-PyMODINIT_FUNC PyInit__subinterp() { return PyModuleDef_Init(&module_def); }
+PyMODINIT_FUNC PyInit__subinterp() { return PyModuleDef_Init(&subinterp_ext::module_def); }

@@ -1,0 +1,272 @@
+#include "subinterp/queue.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "internal.hpp"
+#include "subinterp/thread_state.hpp"
+#include "wait.hpp"
+
+namespace subinterp {
+namespace detail {
+namespace {
+
+// How long get() and put() spin (GIL held) before they sleep: a hand-off
+// between two busy interpreters then needs no system call on either side.
+constexpr std::chrono::microseconds kSpin{20};
+
+struct Entry {
+  Value value;
+  std::int64_t owner;  // interpreter that put it; -1 for none
+  Unbound policy;
+  bool orphaned = false;  // its interpreter was closed (Error / Replace)
+};
+
+// Queues by id. Holds no queue alive: a queue lives while handles do.
+struct QueueRegistry {
+  std::mutex mu;
+  std::unordered_map<std::int64_t, std::weak_ptr<QueueState>> queues;
+  std::int64_t next_id = 1;
+};
+
+QueueRegistry& queue_registry() {
+  static auto* r = new QueueRegistry();  // never destroyed: used at exit
+  return *r;
+}
+
+std::int64_t owner_id() {
+  PyThreadState* tstate = current_thread_state();
+  return tstate == nullptr ? -1 : PyInterpreterState_GetID(PyThreadState_GetInterpreter(tstate));
+}
+
+std::string queue_name(std::int64_t id) { return "queue " + std::to_string(id); }
+
+}  // namespace
+
+class QueueState {
+ public:
+  QueueState(std::int64_t id, std::size_t maxsize, Unbound unbound)
+      : id_(id), maxsize_(maxsize), unbound_(unbound) {}
+  ~QueueState() { unregister(); }
+
+  void unregister() {
+    QueueRegistry& r = queue_registry();
+    std::lock_guard lock(r.mu);
+    auto it = r.queues.find(id_);
+    if (it != r.queues.end() && (it->second.expired() || closed_flag_.load())) r.queues.erase(it);
+  }
+
+  bool has_room() const { return maxsize_ == 0 || items_.size() < maxsize_; }
+  void update_count() { count_.store(items_.size(), std::memory_order_relaxed); }
+
+  [[noreturn]] void throw_closed() const { throw QueueNotFound(queue_name(id_) + " was closed"); }
+
+  const std::int64_t id_;
+  const std::size_t maxsize_;
+  const Unbound unbound_;
+
+  std::mutex mu_;
+  std::deque<Entry> items_;  // guarded by mu_
+  WaitList getters_;         // guarded by mu_
+  WaitList putters_;         // guarded by mu_
+  bool closed_ = false;      // guarded by mu_
+  // Mirrors, read without the mutex by spinning threads and size().
+  std::atomic<std::size_t> count_{0};
+  std::atomic<bool> closed_flag_{false};
+};
+
+// Items put by interpreter `id`, which is being closed, follow their policy.
+void queues_interpreter_closed(std::int64_t id) {
+  std::vector<std::shared_ptr<QueueState>> live;
+  {
+    QueueRegistry& r = queue_registry();
+    std::lock_guard lock(r.mu);
+    for (auto& [qid, weak] : r.queues) {
+      if (auto q = weak.lock()) live.push_back(std::move(q));
+    }
+  }
+  for (auto& q : live) {
+    std::deque<Entry> dropped, kept;  // destroyed after the unlock
+    std::lock_guard lock(q->mu_);
+    for (Entry& e : q->items_) {
+      if (e.owner != id || e.orphaned) {
+        kept.push_back(std::move(e));
+      } else if (e.policy == Unbound::Remove) {
+        dropped.push_back(std::move(e));
+      } else {
+        dropped.push_back(Entry{std::move(e.value), -1, e.policy});
+        kept.push_back(Entry{Value(), -1, e.policy, true});
+      }
+    }
+    q->items_.swap(kept);
+    q->update_count();
+    while (q->has_room() && q->putters_.wake_one()) {
+    }
+  }
+}
+
+}  // namespace detail
+
+using detail::Entry;
+using detail::QueueState;
+
+Queue Queue::create(std::size_t maxsize, Unbound unbound) {
+  detail::QueueRegistry& r = detail::queue_registry();
+  std::lock_guard lock(r.mu);
+  std::int64_t id = r.next_id++;
+  auto state = std::make_shared<QueueState>(id, maxsize, unbound);
+  r.queues[id] = state;
+  return Queue(std::move(state));
+}
+
+Queue Queue::find(std::int64_t id) {
+  detail::QueueRegistry& r = detail::queue_registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.queues.find(id);
+  std::shared_ptr<QueueState> state = it == r.queues.end() ? nullptr : it->second.lock();
+  if (!state || state->closed_flag_.load()) {
+    throw QueueNotFound(detail::queue_name(id) + " not found");
+  }
+  return Queue(std::move(state));
+}
+
+std::vector<std::int64_t> Queue::list_all() {
+  detail::QueueRegistry& r = detail::queue_registry();
+  std::vector<std::int64_t> ids;
+  {
+    std::lock_guard lock(r.mu);
+    for (auto& [id, weak] : r.queues) {
+      if (!weak.expired()) ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::int64_t Queue::id() const noexcept { return state_->id_; }
+std::size_t Queue::maxsize() const noexcept { return state_->maxsize_; }
+Unbound Queue::default_unbound() const noexcept { return state_->unbound_; }
+std::size_t Queue::size() const noexcept {
+  return state_->count_.load(std::memory_order_relaxed);
+}
+bool Queue::full() const noexcept {
+  return state_->maxsize_ != 0 && size() >= state_->maxsize_;
+}
+bool Queue::is_closed() const noexcept { return state_->closed_flag_.load(); }
+
+void Queue::put(Value value, std::optional<double> timeout, std::optional<Unbound> unbound) const {
+  QueueState& s = *state_;
+  Entry entry{std::move(value), detail::owner_id(), unbound.value_or(s.unbound_)};
+  std::unique_lock lock(s.mu_);
+  if (s.closed_) s.throw_closed();
+  if (!s.has_room()) {
+    if (timeout && *timeout <= 0) throw QueueFull(detail::queue_name(s.id_) + " is full");
+    detail::Deadline deadline = detail::deadline_after(timeout);
+    lock.unlock();
+    detail::spin_until(
+        [&] {
+          return s.count_.load(std::memory_order_relaxed) < s.maxsize_ ||
+                 s.closed_flag_.load(std::memory_order_relaxed);
+        },
+        detail::kSpin);
+    detail::Outcome outcome;
+    {
+      detail::GilRelease gil;
+      lock.lock();
+      outcome = detail::wait_until(lock, s.putters_, deadline, gil,
+                                   [&] { return s.closed_ || s.has_room(); });
+      if (outcome == detail::Outcome::Ready && !s.closed_) {
+        s.items_.push_back(std::move(entry));
+        s.update_count();
+        s.getters_.wake_one();
+      }
+      lock.unlock();
+      if (outcome == detail::Outcome::Interrupted) py::throw_python_error();
+    }
+    if (outcome == detail::Outcome::TimedOut) {
+      throw QueueFull(detail::queue_name(s.id_) + " is full");
+    }
+    if (is_closed()) s.throw_closed();
+    return;
+  }
+  s.items_.push_back(std::move(entry));
+  s.update_count();
+  s.getters_.wake_one();
+}
+
+namespace {
+
+QueueItem finish(Entry&& entry) {
+  if (!entry.orphaned) return QueueItem{std::move(entry.value), false};
+  if (entry.policy == Unbound::Error) {
+    throw ItemInterpreterDestroyed("the item's interpreter was closed");
+  }
+  return QueueItem{Value(), true};
+}
+
+}  // namespace
+
+QueueItem Queue::get(std::optional<double> timeout) const {
+  QueueState& s = *state_;
+  std::unique_lock lock(s.mu_);
+  auto pop = [&] {
+    Entry e = std::move(s.items_.front());
+    s.items_.pop_front();
+    s.update_count();
+    if (!s.putters_.empty()) s.putters_.wake_one();
+    return e;
+  };
+  if (s.closed_) s.throw_closed();
+  if (!s.items_.empty()) {
+    Entry e = pop();
+    lock.unlock();
+    return finish(std::move(e));
+  }
+  if (timeout && *timeout <= 0) throw QueueEmpty(detail::queue_name(s.id_) + " is empty");
+  detail::Deadline deadline = detail::deadline_after(timeout);
+  lock.unlock();
+  detail::spin_until(
+      [&] {
+        return s.count_.load(std::memory_order_relaxed) > 0 ||
+               s.closed_flag_.load(std::memory_order_relaxed);
+      },
+      detail::kSpin);
+  std::optional<Entry> got;
+  detail::Outcome outcome;
+  {
+    detail::GilRelease gil;
+    lock.lock();
+    outcome = detail::wait_until(lock, s.getters_, deadline, gil,
+                                 [&] { return s.closed_ || !s.items_.empty(); });
+    if (outcome == detail::Outcome::Ready && !s.closed_) got.emplace(pop());
+    lock.unlock();
+    if (outcome == detail::Outcome::Interrupted) py::throw_python_error();
+  }
+  if (got) return finish(std::move(*got));
+  if (outcome == detail::Outcome::TimedOut) {
+    throw QueueEmpty(detail::queue_name(s.id_) + " is empty");
+  }
+  s.throw_closed();
+}
+
+void Queue::close() const {
+  QueueState& s = *state_;
+  std::deque<Entry> dropped;
+  {
+    std::lock_guard lock(s.mu_);
+    if (s.closed_) return;
+    s.closed_ = true;
+    s.closed_flag_.store(true);
+    dropped.swap(s.items_);
+    s.update_count();
+    s.getters_.wake_all();
+    s.putters_.wake_all();
+  }
+  s.unregister();
+}
+
+}  // namespace subinterp

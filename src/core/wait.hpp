@@ -1,0 +1,146 @@
+// Blocking waits for queues and channels (internal).
+//
+// A blocked thread sleeps on its own semaphore, not on a condition variable:
+// a semaphore wait returns EINTR when a signal handler runs, so a wait in the
+// main interpreter's main thread can run Python's signal handlers and stop on
+// Ctrl-C (glibc's condition variables swallow EINTR). The GIL is released
+// while asleep (DESIGN.md, invariant 4).
+//
+// Lock order: a GIL first, then a container's mutex. A thread that holds a
+// container's mutex never waits for a GIL, so the GIL is only taken back
+// after the mutex is released, or while the mutex is not held.
+#pragma once
+
+#include <Python.h>
+#include <semaphore.h>
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+
+namespace subinterp::detail {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = std::optional<Clock::time_point>;  // nullopt: wait forever
+
+// The deadline `timeout` seconds from now (nullopt: none). Timeouts too
+// large to represent wait forever.
+Deadline deadline_after(std::optional<double> timeout);
+bool expired(const Deadline& deadline);
+
+// One sleeping thread, linked into a container's list of waiters. Lives on
+// the waiting thread's stack for one sleep; every field is guarded by the
+// container's mutex.
+class Waiter {
+ public:
+  Waiter() noexcept { sem_init(&sem_, 0, 0); }
+  ~Waiter() { sem_destroy(&sem_); }
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  // Wakes the waiter; call with the container's mutex held. `status` tells
+  // the waiter why (containers give their own meanings; 0 is "go on").
+  void wake(int status = 0) noexcept {
+    woken_ = true;
+    status_ = status;
+    sem_post(&sem_);
+  }
+  bool woken() const noexcept { return woken_; }
+  int status() const noexcept { return status_; }
+
+  sem_t* semaphore() noexcept { return &sem_; }
+
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+
+ private:
+  sem_t sem_;
+  bool woken_ = false;
+  int status_ = 0;
+};
+
+// Waiters in arrival order. Guarded by the container's mutex.
+class WaitList {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  void push(Waiter* w) noexcept;
+  void remove(Waiter* w) noexcept;  // w must be in the list
+  // Wakes (and unlinks) the oldest waiter; false when there is none.
+  bool wake_one(int status = 0) noexcept;
+  void wake_all(int status = 0) noexcept;
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+};
+
+// Releases the GIL of the thread state attached on this thread (if any) for
+// the object's lifetime, and lets a sleep take it back briefly to run signal
+// handlers. Constructed with the container's mutex not held.
+class GilRelease {
+ public:
+  GilRelease() noexcept;
+  ~GilRelease() { acquire(); }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+  bool has_thread_state() const noexcept { return tstate_ != nullptr; }
+  void acquire() noexcept;
+  void release() noexcept;
+
+ private:
+  PyThreadState* tstate_;              // attached at construction, or null
+  PyThreadState* released_ = nullptr;  // set while released
+};
+
+enum class SleepResult {
+  Woken,        // wake() was called
+  TimedOut,     // the deadline passed first
+  Interrupted,  // a signal handler raised; the GIL is held, the error pending
+};
+
+// Releases `lock` and the GIL, sleeps until `w` is woken, the deadline
+// passes or a signal handler raises, then retakes `lock`. The caller linked
+// `w` into a list before; on TimedOut / Interrupted it is still linked
+// unless it was woken meanwhile (then the result is Woken, or Interrupted
+// with w.woken() true).
+SleepResult sleep(Waiter& w, std::unique_lock<std::mutex>& lock, const Deadline& deadline,
+                  GilRelease& gil);
+
+enum class Outcome { Ready, TimedOut, Interrupted };
+
+// Sleeps in `list` until `ready()` (checked with `lock` held) is true, the
+// deadline passes or a signal handler raises. Returns with `lock` held.
+template <class Ready>
+Outcome wait_until(std::unique_lock<std::mutex>& lock, WaitList& list, const Deadline& deadline,
+                   GilRelease& gil, Ready ready) {
+  for (;;) {
+    if (ready()) return Outcome::Ready;
+    if (expired(deadline)) return Outcome::TimedOut;
+    Waiter w;
+    list.push(&w);
+    SleepResult r = sleep(w, lock, deadline, gil);
+    if (!w.woken()) list.remove(&w);
+    if (r == SleepResult::Interrupted) {
+      // A wake-up meant for this thread is passed on, not lost.
+      if (w.woken()) list.wake_one();
+      return Outcome::Interrupted;
+    }
+  }
+}
+
+// Spins briefly (GIL held) until `ready()` is true or about `budget` passes.
+// Hand-offs between two running interpreters then cost no system call.
+template <class Ready>
+bool spin_until(Ready ready, std::chrono::nanoseconds budget) {
+  auto start = Clock::now();
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 63) == 0 && Clock::now() - start > budget) return false;
+  }
+}
+
+}  // namespace subinterp::detail
