@@ -9,7 +9,24 @@ __all__ = [
     'InterpreterError', 'InterpreterNotFoundError', 'ExecutionFailed',
     'NotShareableError',
     'ExceptionInfo', 'SharedBuffer',
+    'create_queue', 'Queue', 'QueueError', 'QueueNotFoundError', 'QueueEmpty',
+    'QueueFull', 'ItemInterpreterDestroyed',
+    'UNBOUND', 'UNBOUND_ERROR', 'UNBOUND_REMOVE',
 ]
+
+from . import channels as channels
+from .queues import (
+    UNBOUND as UNBOUND,
+    UNBOUND_ERROR as UNBOUND_ERROR,
+    UNBOUND_REMOVE as UNBOUND_REMOVE,
+    ItemInterpreterDestroyed as ItemInterpreterDestroyed,
+    Queue as Queue,
+    QueueEmpty as QueueEmpty,
+    QueueError as QueueError,
+    QueueFull as QueueFull,
+    QueueNotFoundError as QueueNotFoundError,
+    create as create_queue,
+)
 
 _R = TypeVar('_R')
 
