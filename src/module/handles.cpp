@@ -14,12 +14,17 @@
 namespace subinterp_ext {
 namespace {
 
+// Each object holds its module (a strong reference): dealloc finds the
+// module state there, not through its type, whose MRO and module the
+// garbage collector may have cleared already when an interpreter ends.
 struct QueueObject {
   PyObject_HEAD si::Queue* queue;  // owned
+  PyObject* module;
 };
 
 struct ChannelObject {
   PyObject_HEAD si::Channel* channel;  // owned
+  PyObject* module;
   si::ChannelEnd end;
 };
 
@@ -134,17 +139,20 @@ PyTypeObject* class_or_type(PyObject* cls, PyObject* type) {
   return reinterpret_cast<PyTypeObject*>(cls != nullptr ? cls : type);
 }
 
-py::ref queue_object(ModuleState* st, const si::Queue& queue) {
+py::ref queue_object(PyObject* module, const si::Queue& queue) {
+  ModuleState* st = state_of(module);
   std::int64_t key = queue_key(queue.id());
   if (PyObject* obj = known_or_null(st, key)) return py::ref::steal(obj);
   PyTypeObject* cls = class_or_type(st->queue_class, st->queue_type);
   py::ref obj = py::check(cls->tp_alloc(cls, 0));
   as_queue(obj.get())->queue = new si::Queue(queue);
+  as_queue(obj.get())->module = Py_NewRef(module);
   (*st->known)[key] = obj.get();
   return obj;
 }
 
-py::ref channel_object(ModuleState* st, const si::Channel& channel, si::ChannelEnd end) {
+py::ref channel_object(PyObject* module, const si::Channel& channel, si::ChannelEnd end) {
+  ModuleState* st = state_of(module);
   std::int64_t key = channel_key(channel.id(), end);
   if (PyObject* obj = known_or_null(st, key)) return py::ref::steal(obj);
   bool send = end == si::ChannelEnd::Send;
@@ -152,17 +160,14 @@ py::ref channel_object(ModuleState* st, const si::Channel& channel, si::ChannelE
                            : class_or_type(st->recv_class, st->recv_type);
   py::ref obj = py::check(cls->tp_alloc(cls, 0));
   as_channel(obj.get())->channel = new si::Channel(channel);
+  as_channel(obj.get())->module = Py_NewRef(module);
   as_channel(obj.get())->end = end;
   (*st->known)[key] = obj.get();
   return obj;
 }
 
-void forget(PyObject* self, std::int64_t key) {
-  // A dealloc may run while an exception is in flight: keep it.
-  PyObject* pending = PyErr_GetRaisedException();
-  PyObject* module = PyType_GetModuleByDef(Py_TYPE(self), &module_def);
-  if (module == nullptr) PyErr_Clear();
-  PyErr_SetRaisedException(pending);
+// Removes `self` from its module's `known`.
+void forget(PyObject* self, PyObject* module, std::int64_t key) {
   if (module == nullptr) return;
   ModuleState* st = state_of(module);
   if (st->known == nullptr) return;
@@ -170,25 +175,31 @@ void forget(PyObject* self, std::int64_t key) {
   if (it != st->known->end() && it->second == self) st->known->erase(it);
 }
 
+// The module reference goes last: it may be the module's last one.
 void queue_dealloc(PyObject* self) {
   PyTypeObject* type = Py_TYPE(self);
-  if (si::Queue* q = as_queue(self)->queue) {
-    forget(self, queue_key(q->id()));
-    delete q;
+  QueueObject* q = as_queue(self);
+  PyObject* module = q->module;
+  if (q->queue != nullptr) {
+    forget(self, module, queue_key(q->queue->id()));
+    delete q->queue;
   }
   type->tp_free(self);
   Py_DECREF(type);
+  Py_XDECREF(module);
 }
 
 void channel_dealloc(PyObject* self) {
   PyTypeObject* type = Py_TYPE(self);
   ChannelObject* c = as_channel(self);
+  PyObject* module = c->module;
   if (c->channel != nullptr) {
-    forget(self, channel_key(c->channel->id(), c->end));
+    forget(self, module, channel_key(c->channel->id(), c->end));
     delete c->channel;
   }
   type->tp_free(self);
   Py_DECREF(type);
+  Py_XDECREF(module);
 }
 
 // --- Queue methods ------------------------------------------------------
@@ -491,27 +502,28 @@ bool capture_handle(PyObject* obj, si::Value& out) {
   return false;
 }
 
-// This interpreter's module state, importing the package (which registers
-// its classes) when needed.
-ModuleState* import_state() {
+// This interpreter's module, importing the package (which registers its
+// classes) when needed.
+py::ref import_module() {
   py::ref module = py::check(PyImport_ImportModule("_subinterp"));
-  ModuleState* st = state_of(module.get());
-  if (st->queue_class == nullptr) {
+  if (state_of(module.get())->queue_class == nullptr) {
     PyObject* package = PyImport_ImportModule("subinterp");
     // Without the package (a host's own sys.path), the base types serve.
     if (package == nullptr) PyErr_Clear();
     Py_XDECREF(package);
   }
-  return st;
+  return module;
 }
 
 PyObject* rebuild_handle(const si::Value& v) {
   try {
-    ModuleState* st = import_state();
-    if (v.kind() == si::Value::Kind::Queue) return queue_object(st, v.as_queue()).release();
+    py::ref module = import_module();
+    if (v.kind() == si::Value::Kind::Queue) {
+      return queue_object(module.get(), v.as_queue()).release();
+    }
     si::ChannelEnd end =
         v.kind() == si::Value::Kind::SendChannel ? si::ChannelEnd::Send : si::ChannelEnd::Recv;
-    return channel_object(st, v.as_channel(), end).release();
+    return channel_object(module.get(), v.as_channel(), end).release();
   } catch (py::PythonError& e) {
     e.restore();
     return nullptr;
@@ -531,13 +543,13 @@ PyObject* m_queue_create(PyObject* module, PyObject* const* args, Py_ssize_t nar
     si::Unbound unbound =
         unbound_arg(st, nargs > 1 ? args[1] : nullptr).value_or(si::Unbound::Replace);
     si::Queue q = si::Queue::create(maxsize > 0 ? static_cast<std::size_t>(maxsize) : 0, unbound);
-    return queue_object(st, q).release();
+    return queue_object(module, q).release();
   });
 }
 
 PyObject* m_queue_from_id(PyObject* module, PyObject* id) {
   return entry(module, [&] {
-    return queue_object(state_of(module), si::Queue::find(id_arg(id, "queue id"))).release();
+    return queue_object(module, si::Queue::find(id_arg(id, "queue id"))).release();
   });
 }
 
@@ -556,10 +568,9 @@ PyObject* m_queue_list_all(PyObject* module, PyObject*) {
 
 PyObject* m_channel_create(PyObject* module, PyObject*) {
   return entry(module, [&] {
-    ModuleState* st = state_of(module);
     si::Channel c = si::Channel::create();
-    py::ref recv = channel_object(st, c, si::ChannelEnd::Recv);
-    py::ref send = channel_object(st, c, si::ChannelEnd::Send);
+    py::ref recv = channel_object(module, c, si::ChannelEnd::Recv);
+    py::ref send = channel_object(module, c, si::ChannelEnd::Send);
     return py::check(PyTuple_Pack(2, recv.get(), send.get())).release();
   });
 }
@@ -569,8 +580,7 @@ PyObject* m_channel_from_id(PyObject* module, PyObject* const* args, Py_ssize_t 
   return entry(module, [&] {
     int send = py::check(PyObject_IsTrue(args[1]));
     si::Channel c = si::Channel::find(id_arg(args[0], "channel id"));
-    return channel_object(state_of(module), c, send ? si::ChannelEnd::Send : si::ChannelEnd::Recv)
-        .release();
+    return channel_object(module, c, send ? si::ChannelEnd::Send : si::ChannelEnd::Recv).release();
   });
 }
 
