@@ -269,3 +269,221 @@ def spin_until_flag(view, seconds):
 
 def set_flag(view):
     view[0] = 1
+
+
+# --- queues and channels -----------------------------------------------------
+
+def held_same(i, j):
+    return held[i] is held[j]
+
+
+def is_main_attr(obj, name):
+    return obj is vars(sys.modules['__main__'])[name]
+
+
+def put_items(q, items):
+    for item in items:
+        q.put(item)
+    return q.qsize()
+
+
+def put_with_policies(q, entries):
+    """Put each (item, policy) of `entries`; policy is a marker's name, or
+    None for the queue's default."""
+    for item, policy in entries:
+        if policy is None:
+            q.put(item)
+        else:
+            q.put(item, unbounditems=getattr(subinterp, policy))
+
+
+def get_items(q, n, timeout=None):
+    return [q.get(timeout=timeout) for _ in range(n)]
+
+
+def get_outcome(q, timeout):
+    """('ok', item) or ('error', name of the exception's type)."""
+    try:
+        return ('ok', q.get(timeout=timeout))
+    except Exception as exc:
+        return ('error', type(exc).__name__)
+
+
+def get_from_queue_and_hold(q):
+    held.append(q.get(timeout=10))
+    return len(held) - 1
+
+
+def get_queue_and_use(outer):
+    # Gets a queue from `outer` and puts a reply into it.
+    inner = outer.get(timeout=10)
+    inner.put(('reply from', subinterp.get_current().id))
+    return inner.id
+
+
+def self_queue_roundtrip(q):
+    got = q.get(timeout=10)
+    same = got is q
+    q.put(got)
+    return same
+
+
+def unbound_markers_there():
+    return (subinterp.UNBOUND, subinterp.UNBOUND_ERROR,
+            subinterp.UNBOUND_REMOVE)
+
+
+def is_unbound_marker(q):
+    return q.get(timeout=10) is subinterp.UNBOUND
+
+
+def queue_default_is(q, name):
+    return q.unbounditems is getattr(subinterp, name)
+
+
+def produce(q, start, stop):
+    put = q.put
+    for i in range(start, stop):
+        put(i, timeout=60)
+
+
+def consume(q, results, n):
+    """Get ints in range(n) from `q` until None; put into `results` a
+    summary: (count, sum, duplicates seen, bitmap of the ints got)."""
+    get = q.get
+    bitmap = bytearray((n + 7) // 8)
+    count = total = dups = 0
+    while True:
+        item = get(timeout=60)
+        if item is None:
+            break
+        byte, bit = item >> 3, 1 << (item & 7)
+        if bitmap[byte] & bit:
+            dups += 1
+        bitmap[byte] |= bit
+        count += 1
+        total += item
+    results.put((count, total, dups, bytes(bitmap)))
+
+
+def pack_doubles_and_put(q, values, keep):
+    """Make a SharedBuffer, pack `values` into it as doubles and put it into
+    `q`; keep it in `held` if `keep`."""
+    import struct
+    buf = subinterp.SharedBuffer(8 * len(values))
+    struct.pack_into(f'{len(values)}d', buf, 0, *values)
+    q.put(buf)
+    if keep:
+        held.append(buf)
+    return len(held) - 1
+
+
+def get_unpack_doubles_and_hold(q):
+    import struct
+    buf = q.get(timeout=10)
+    held.append(buf)
+    n = len(memoryview(buf)) // 8
+    return type(buf).__name__, list(struct.unpack_from(f'{n}d', buf))
+
+
+def unpack_held_doubles(index):
+    import struct
+    buf = held[index]
+    n = memoryview(buf).nbytes // 8
+    return list(struct.unpack_from(f'{n}d', buf))
+
+
+def pack_held_double(index, position, value):
+    import struct
+    struct.pack_into('d', held[index], 8 * position, value)
+
+
+def get_doubles_view(q):
+    """Get a memoryview of doubles; describe it and copy it into arrays."""
+    import array
+    view = q.get(timeout=10)
+    by_items = array.array('d', view)
+    by_bytes = array.array('d')
+    by_bytes.frombytes(view.cast('B'))
+    return (type(view).__name__, view.format, view.itemsize, view.shape,
+            view.readonly, list(by_items), list(by_bytes))
+
+
+def recv_items(recv, n, timeout=None):
+    return [recv.recv(timeout=timeout) for _ in range(n)]
+
+
+def send_items(send, items, nowait=False):
+    for item in items:
+        if nowait:
+            send.send_nowait(item)
+        else:
+            send.send(item, timeout=10)
+
+
+def recv_and_hold(recv):
+    held.append(recv.recv(timeout=10))
+    return len(held) - 1
+
+
+def recv_all(recv):
+    return list(recv)
+
+
+def recv_outcome(recv, timeout):
+    try:
+        return ('ok', recv.recv(timeout=timeout))
+    except Exception as exc:
+        return ('error', type(exc).__name__)
+
+
+def send_outcome(send, obj, timeout):
+    try:
+        send.send(obj, timeout=timeout)
+        return ('ok', None)
+    except Exception as exc:
+        return ('error', type(exc).__name__)
+
+
+def recv_buffer_and_write(recv, value):
+    """Receive a memoryview, fill it with `value`, return what it held and
+    whether it is read-only."""
+    view = recv.recv(timeout=10)
+    before = bytes(view)
+    readonly = view.readonly
+    if not readonly:
+        fill(view, value)
+    return type(view).__name__, before, readonly
+
+
+def echo_plus_one(recv, send, n):
+    # The pong side: answers each of n ints with the int plus one.
+    for _ in range(n):
+        send.send_nowait(recv.recv(timeout=10) + 1)
+    return n
+
+
+def ping(send, recv, n):
+    # The ping side: sends 0..n-1, checks each answer; returns the failures.
+    bad = 0
+    for i in range(n):
+        send.send(i, timeout=10)
+        if recv.recv(timeout=10) != i + 1:
+            bad += 1
+    return bad
+
+
+def send_shared_buffer(send, size, value):
+    """Make a SharedBuffer filled with `value`, keep it, send it with
+    send_buffer() (waiting until received); return its index in `held`."""
+    buf = make_shared(size, value)
+    send.send_buffer(buf, timeout=10)
+    return len(held) - 1
+
+
+def send_self_and_hold(recv, send):
+    # Sends a channel's own ends through it; True if they come back as the
+    # same objects.
+    send.send_nowait(send)
+    send.send_nowait(recv)
+    return recv.recv(timeout=10) is send and recv.recv(timeout=10) is recv
