@@ -174,6 +174,7 @@ void Queue::put(Value value, std::optional<double> timeout, std::optional<Unboun
         },
         detail::kSpin);
     detail::Outcome outcome;
+    bool added = false;
     {
       detail::GilRelease gil;
       lock.lock();
@@ -183,15 +184,16 @@ void Queue::put(Value value, std::optional<double> timeout, std::optional<Unboun
         s.items_.push_back(std::move(entry));
         s.update_count();
         s.getters_.wake_one();
+        added = true;
       }
       lock.unlock();
       if (outcome == detail::Outcome::Interrupted) py::throw_python_error();
     }
+    if (added) return;
     if (outcome == detail::Outcome::TimedOut) {
       throw QueueFull(detail::queue_name(s.id_) + " is full");
     }
-    if (is_closed()) s.throw_closed();
-    return;
+    s.throw_closed();
   }
   s.items_.push_back(std::move(entry));
   s.update_count();
