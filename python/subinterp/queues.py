@@ -78,6 +78,9 @@ class UnboundItem:
 
 
 class _Marker:
+    """A policy for queue items whose interpreter was closed (see
+    :func:`create`)."""
+
     __slots__ = ('_name',)
 
     def __init__(self, name):

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import unittest
 
 import subinterp
@@ -144,3 +145,44 @@ def single_phase_module():
         if importlib.util.find_spec(name) is not None:
             return name
     raise unittest.SkipTest('no single-phase extension module here')
+
+
+# How long a test lets a thread settle into a blocking call before it acts.
+SETTLE = 0.2
+# Blocking calls that a test expects to end early still get a timeout, so
+# that a bug fails the test instead of hanging the run.
+SAFETY = 10.0
+
+
+class Call(threading.Thread):
+    """Runs ``func(*args)`` in a thread; keeps its result or exception and
+    when it ended."""
+
+    def __init__(self, func, *args):
+        super().__init__(daemon=True)
+        self.func, self.args = func, args
+        self.result = self.error = self.ended = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.func(*self.args)
+        except BaseException as exc:
+            self.error = exc
+        self.ended = time.monotonic()
+
+    def finish(self, test):
+        self.join(SAFETY + 5)
+        test.assertFalse(self.is_alive(), 'the call never returned')
+        return self
+
+
+def elapsed(func, *args, **kwargs):
+    """Seconds ``func`` took, and the exception it raised (or None)."""
+    start = time.monotonic()
+    try:
+        func(*args, **kwargs)
+        error = None
+    except Exception as exc:
+        error = exc
+    return time.monotonic() - start, error

@@ -14,8 +14,7 @@ from subinterp import channels
 from subinterp.channels import (
     ChannelClosedError, ChannelEmptyError, ChannelError, ChannelNotFoundError,
     RecvChannel, SendChannel, create_channel)
-from helpers import ScriptTestBase, TestBase
-from test_queues import SAFETY, SETTLE, Call, elapsed
+from helpers import SAFETY, SETTLE, Call, ScriptTestBase, TestBase, elapsed
 
 
 def send_with_timeout(send, obj, timeout=SAFETY):
