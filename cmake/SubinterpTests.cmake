@@ -1,5 +1,6 @@
 # Registers every test with CTest. Labels: "cpp" (GoogleTest, tests/cpp),
-# "python" (unittest, tests/python), "install" (find_package and pip install).
+# "python" (unittest, tests/python), "examples" (the programs in examples/),
+# "install" (find_package and pip install).
 #
 # Environment of every test:
 #   PYTHONPATH=<build>/python:<source>/python   _subinterp, then the package
@@ -68,6 +69,20 @@ foreach(_file IN LISTS _py_tests)
     TIMEOUT ${SUBINTERP_TEST_TIMEOUT}
     ENVIRONMENT "${_python_env}")
 endforeach()
+
+# --- the example programs run, each a test "example.<name>" (exit status 0
+# means its own checks passed).
+if(SUBINTERP_EXAMPLES)
+  file(GLOB _examples CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/examples/*.cpp")
+  foreach(_source IN LISTS _examples)
+    get_filename_component(_name "${_source}" NAME_WE)
+    add_test(NAME example.${_name} COMMAND example_${_name})
+    set_tests_properties(example.${_name} PROPERTIES
+      LABELS examples
+      TIMEOUT ${SUBINTERP_TEST_TIMEOUT}
+      ENVIRONMENT "${_exe_env}")
+  endforeach()
+endif()
 
 # --- find_package(subinterp) from an install into a scratch prefix builds a
 # consumer (tests/find-package) that links subinterp::core.

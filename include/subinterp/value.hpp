@@ -129,9 +129,9 @@ class Value {
 // How handles look in Python. The `_subinterp` extension installs these
 // when it is first imported: `capture` recognises its queue and channel
 // objects, `rebuild` makes them in the attached interpreter (importing what
-// it needs there). Without them, handles rebuild as a TypeError and Python
-// objects of those types are not recognised. Process-wide; the functions
-// must be safe in every interpreter.
+// it needs there). Rebuilding a handle before any import of `_subinterp`
+// imports it; where it cannot be imported, that raises TypeError.
+// Process-wide; the functions must be safe in every interpreter.
 struct HandleHooks {
   // True (and `out` set) when `obj` is a handle object; may throw.
   bool (*capture)(PyObject* obj, Value& out) = nullptr;

@@ -26,6 +26,28 @@ struct PickleWhole {};  // thrown on a cycle or too deep nesting
 std::atomic<bool (*)(PyObject*, Value&)> g_capture_handle{nullptr};
 std::atomic<PyObject* (*)(const Value&)> g_rebuild_handle{nullptr};
 
+// Installs the hooks of the `_subinterp` extension from its `_hooks` capsule
+// (importing it first when `import`). A program that links the core has its
+// own copy of the globals above, apart from the extension's copy, which the
+// extension sets itself when it loads. Never throws; false when unavailable.
+bool load_extension_hooks(bool import) {
+  PyObject* pending = PyErr_GetRaisedException();
+  py::ref module;
+  if (import) {
+    module = py::ref::steal(PyImport_ImportModule("_subinterp"));
+  } else if (py::ref name = py::ref::steal(PyUnicode_FromString("_subinterp"))) {
+    module = py::ref::steal(PyImport_GetModule(name.get()));
+  }
+  py::ref capsule;
+  if (module) capsule = py::ref::steal(PyObject_GetAttrString(module.get(), "_hooks"));
+  void* hooks = capsule ? PyCapsule_GetPointer(capsule.get(), "_subinterp._hooks") : nullptr;
+  PyErr_Clear();
+  PyErr_SetRaisedException(pending);
+  if (hooks == nullptr) return false;
+  set_handle_hooks(*static_cast<const HandleHooks*>(hooks));
+  return true;
+}
+
 std::string path_key(PyObject* key) {
   if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)) {
     py::ref r = py::ref::steal(PyObject_Repr(key));
@@ -86,7 +108,11 @@ class ValueCapture {
     if (PyCFunction_Check(obj)) {
       if (auto data = detail::capture_builtin(obj)) return Value(Value::Kind::Function, data);
     }
-    if (auto hook = g_capture_handle.load(std::memory_order_acquire)) {
+    auto hook = g_capture_handle.load(std::memory_order_acquire);
+    if (hook == nullptr && load_extension_hooks(false)) {
+      hook = g_capture_handle.load(std::memory_order_acquire);
+    }
+    if (hook != nullptr) {
       Value handle;
       if (hook(obj, handle)) return handle;
     }
@@ -385,9 +411,13 @@ class ValueBuilder {
   static py::ref handle(const Value& v) {
     auto hook = g_rebuild_handle.load(std::memory_order_acquire);
     if (hook == nullptr) {
-      PyErr_SetString(PyExc_TypeError,
-                      "queue and channel handles need the subinterp package to become objects");
-      py::throw_python_error();
+      if (!load_extension_hooks(true)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "queue and channel handles become Python objects through the "
+                        "_subinterp extension, which cannot be imported here");
+        py::throw_python_error();
+      }
+      hook = g_rebuild_handle.load(std::memory_order_acquire);
     }
     return py::check(hook(v));
   }

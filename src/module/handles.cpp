@@ -617,10 +617,16 @@ int handles_exec(PyObject* module) {
     if (st->*t.field == nullptr) return -1;
     if (PyModule_AddObjectRef(module, t.name, st->*t.field) < 0) return -1;
   }
-  si::HandleHooks hooks;
-  hooks.capture = capture_handle;
-  hooks.rebuild = rebuild_handle;
+  static const si::HandleHooks hooks{capture_handle, rebuild_handle};
   si::set_handle_hooks(hooks);
+  // For a host program that links its own copy of the core (see
+  // set_handle_hooks in value.cpp).
+  PyObject* capsule =
+      PyCapsule_New(const_cast<si::HandleHooks*>(&hooks), "_subinterp._hooks", nullptr);
+  if (capsule == nullptr) return -1;
+  int rc = PyModule_AddObjectRef(module, "_hooks", capsule);
+  Py_DECREF(capsule);
+  if (rc < 0) return -1;
   return PyModule_AddFunctions(module, handle_functions);
 }
 

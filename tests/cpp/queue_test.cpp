@@ -476,5 +476,32 @@ TEST(QueueValues, QueueInsideAQueue) {
   EXPECT_FALSE(found(inner_id));
 }
 
+// A queue crosses between this program and Python code as the same queue,
+// both ways: this program links its own copy of the core, apart from the
+// copy in the _subinterp extension that Python code uses.
+TEST(QueueValues, QueuesCrossIntoPythonAndBack) {
+  Interpreter interp = Interpreter::create();
+  interp.exec(
+      "import subinterp\n"
+      "def take(q):\n"
+      "    assert type(q) is subinterp.Queue, type(q)\n"
+      "    q.put(q.get() * 2)\n"
+      "def make():\n"
+      "    q = subinterp.create_queue(5)\n"
+      "    q.put('from python')\n"
+      "    return q\n");
+  Queue q = Queue::create();
+  q.put(Value::from_int(21));
+  interp.call(Value::function_ref("__main__", "take"), Value::tuple({Value::from_queue(q)}),
+              Value());
+  EXPECT_EQ(q.get(0.0).value.as_int(), 42);
+
+  Value made = interp.call(Value::function_ref("__main__", "make"), Value::tuple({}), Value());
+  ASSERT_EQ(made.kind(), Value::Kind::Queue);
+  Queue from_python = made.as_queue();
+  EXPECT_EQ(from_python.maxsize(), 5u);
+  EXPECT_EQ(from_python.get(0.0).value.as_string(), "from python");
+}
+
 }  // namespace
 }  // namespace subinterp_test
