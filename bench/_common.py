@@ -25,7 +25,9 @@ def import_subinterp():
     unsanitised build directory (build/<name>/CMakeCache.txt says Release or
     RelWithDebInfo) holding an extension built for *this* Python
     (build/<name>/python/_subinterp.<tag>*.so), and uses it with the package
-    in python/. Returns the module, or raises ImportError with a hint.
+    in python/; of several, the most recently built one, since an older
+    build tree may lack what the package in python/ needs. Returns the
+    module, or raises ImportError with a hint.
     """
     try:
         import subinterp
@@ -33,14 +35,19 @@ def import_subinterp():
     except ImportError:
         pass
     tag = sys.implementation.cache_tag  # e.g. cpython-313
-    for builddir in sorted(glob.glob(os.path.join(REPO, "build", "*"))):
+    newest = None  # (mtime, pydir)
+    for builddir in glob.glob(os.path.join(REPO, "build", "*")):
         pydir = os.path.join(builddir, "python")
-        if (_build_type(builddir) in ("Release", "RelWithDebInfo")
-                and glob.glob(os.path.join(pydir, "**",
-                                           "_subinterp.%s*.so" % tag),
-                              recursive=True)):
-            sys.path[:0] = [pydir, os.path.join(REPO, "python")]
-            break
+        if _build_type(builddir) not in ("Release", "RelWithDebInfo"):
+            continue
+        for ext in glob.glob(os.path.join(pydir, "**",
+                                          "_subinterp.%s*.so" % tag),
+                             recursive=True):
+            mtime = os.path.getmtime(ext)
+            if newest is None or mtime > newest[0]:
+                newest = (mtime, pydir)
+    if newest is not None:
+        sys.path[:0] = [newest[1], os.path.join(REPO, "python")]
     try:
         import subinterp
     except ImportError as exc:
@@ -294,6 +301,13 @@ class Targets:
         ok = measured <= target
         self._add(ok, "%s: %.3fx (target <= %.2fx)%s" % (
             name, measured, target, note))
+
+    def at_least_value(self, name, measured, target, unit):
+        """A target on an absolute figure (e.g. items/s), not a ratio."""
+        ok = measured >= target
+        self._add(ok, "%s: %s %s (target >= %s %s)" % (
+            name, "{:,.0f}".format(measured), unit,
+            "{:,.0f}".format(target), unit))
 
     def na(self, name, why):
         self.lines.append("N/A   %s: %s" % (name, why))
