@@ -261,6 +261,38 @@ class CPythonQueues:
             **w)
         return prod, cons
 
+    # CPython 3.13's Queue class over _interpqueues, the code that 3.14 ships
+    # as concurrent.interpreters.Queue (there in Lib/test/support).
+    API_PRODUCE = (
+        "from test.support.interpreters import queues\n"
+        "q = queues.Queue({qid})\n"
+        "put = q.put\n"
+        "for i in range({n}):\n"
+        "    put(i)\n")
+    API_CONSUME = (
+        "from test.support.interpreters import queues\n"
+        "q = queues.Queue({qid})\n"
+        "get = q.get\n"
+        "total = 0\n"
+        "for _ in range({n}):\n"
+        "    total += get()\n"
+        "if total != {total}:\n"
+        "    raise AssertionError('sum %d' % total)\n")
+
+    def api_queue(self):
+        """A queue of CPython's Queue API (3.13), or None."""
+        if self.name != "_interpqueues":
+            return None
+        try:
+            from test.support.interpreters import queues
+        except ImportError:
+            return None
+        return queues.create()
+
+    def api_ints_sources(self, qid, n):
+        return (self.API_PRODUCE.format(qid=qid, n=n),
+                self.API_CONSUME.format(qid=qid, n=n, total=n * (n - 1) // 2))
+
     def run_pair(self, prod_id, prod_src, cons_id, cons_src):
         """Run both sources at once, each in its interpreter and thread;
         return the seconds from starting the threads until both are done.
@@ -426,8 +458,10 @@ def bench_ints(args, subinterp, cpy, mp_pair, t):
     best_label = "%s, faster of the two" % cpy.label
     mp_label = "multiprocessing.Queue, 2 processes"
     ceil_label = "reference: subinterp, no hand-off (2 queues)"
+    api_label = "CPython Queue API (3.14's concurrent.interpreters.Queue)"
+    api_ok = cpy_ok and cpy.api_queue() is not None
     samples = {k: [] for k in (sub_label, busy_label, sleep_label, best_label,
-                               mp_label, ceil_label)}
+                               mp_label, ceil_label, api_label)}
     expected = n * (n - 1) // 2
 
     def sub_form():
@@ -463,12 +497,22 @@ def bench_ints(args, subinterp, cpy, mp_pair, t):
         finally:
             cpy.destroy_queue(qid)
 
+    def api_form():
+        q = cpy.api_queue()
+        prod, cons = cpy.api_ints_sources(q.id, n)
+        secs = cpy.run_pair(pa, prod, pb, cons)
+        if q.qsize() != 0:
+            raise WrongResult("CPython Queue API: %d items left" % q.qsize())
+        return secs / n
+
     forms = [(sub_label, sub_form),
              (mp_label, lambda: mp_pair.run(n_mp) / n_mp),
              (ceil_label, ceiling_form)]
     if cpy_ok:
         forms[1:1] = [(busy_label, lambda: cpy_form(False)),
                       (sleep_label, lambda: cpy_form(True))]
+    if api_ok:
+        forms[1:1] = [(api_label, api_form)]
     try:
         for rnd in range(1 + args.rounds):
             order = forms if rnd % 2 else forms[::-1]
@@ -483,8 +527,9 @@ def bench_ints(args, subinterp, cpy, mp_pair, t):
     finally:
         a.close()
         b.close()
-    shown = [sub_label] + ([busy_label, sleep_label, best_label]
-                           if cpy_ok else []) + [mp_label, ceil_label]
+    shown = ([sub_label] + ([api_label] if api_ok else [])
+             + ([busy_label, sleep_label, best_label] if cpy_ok else [])
+             + [mp_label, ceil_label])
     report("part 1: small ints, one interpreter to another (%s ints; "
            "multiprocessing %s; %d rounds)" % (_fmt_count(n),
                                                _fmt_count(n_mp), args.rounds),
@@ -499,9 +544,14 @@ def bench_ints(args, subinterp, cpy, mp_pair, t):
     sub_rate = 1 / _common.Stats(samples[sub_label]).median
     t.at_least_value("queue of ints, subinterp items/s", sub_rate,
                      2_000_000, "items/s")
+    if api_ok:
+        t.at_least("queue of ints, subinterp / CPython's Queue API over "
+                   "_interpqueues",
+                   _common.paired(samples[api_label],
+                                  samples[sub_label]).median, 6.0)
     if cpy_ok:
-        t.at_least("queue of ints, subinterp / %s (faster of busy and "
-                   "sleep)" % cpy.label,
+        t.at_least("queue of ints, subinterp / raw %s calls (faster of busy "
+                   "and sleep)" % cpy.label,
                    _common.paired(samples[best_label],
                                   samples[sub_label]).median, 6.0)
     else:

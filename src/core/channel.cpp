@@ -63,7 +63,7 @@ class ChannelState {
   }
 
   const std::int64_t id_;
-  std::mutex mu_;
+  Mutex mu_;
   std::deque<ChannelEntry> items_;  // guarded by mu_
   WaitList receivers_;              // guarded by mu_
   bool closed_ = false;             // guarded by mu_
@@ -115,7 +115,7 @@ bool Channel::is_closed() const noexcept { return state_->closed_flag_.load(); }
 
 bool Channel::send_nowait(Value value) const {
   ChannelState& s = *state_;
-  std::lock_guard lock(s.mu_);
+  std::lock_guard<detail::Mutex> lock(s.mu_);
   if (s.closed_) s.throw_closed();
   s.items_.push_back(ChannelEntry{std::move(value), nullptr});
   s.count_.store(s.items_.size(), std::memory_order_relaxed);
@@ -130,7 +130,7 @@ void Channel::send(Value value, std::optional<double> timeout) const {
   Value withdrawn;  // destroyed after the unlock
   {
     detail::GilRelease gil;
-    std::unique_lock lock(s.mu_);
+    detail::Lock lock(s.mu_);
     if (s.closed_) {
       lock.unlock();
       gil.acquire();
@@ -139,6 +139,11 @@ void Channel::send(Value value, std::optional<double> timeout) const {
     s.items_.push_back(ChannelEntry{std::move(value), &receipt});
     s.count_.store(s.items_.size(), std::memory_order_relaxed);
     s.receivers_.wake_one();
+    // A receiver that is running takes it within microseconds: wait for that
+    // without a system call before sleeping.
+    lock.unlock();
+    detail::spin_until([&] { return receipt.woken(); }, detail::kSpin);
+    lock.lock();
     while (!receipt.woken()) {
       result = detail::sleep(receipt, lock, deadline, gil);
       if (result != detail::SleepResult::Woken) break;
@@ -166,7 +171,7 @@ void Channel::send(Value value, std::optional<double> timeout) const {
 
 Value Channel::recv_nowait() const {
   ChannelState& s = *state_;
-  std::lock_guard lock(s.mu_);
+  std::lock_guard<detail::Mutex> lock(s.mu_);
   if (!s.items_.empty()) return s.pop();
   if (s.closed_) s.throw_closed();
   throw ChannelEmpty(detail::channel_name(s.id_) + " is empty");
@@ -175,7 +180,7 @@ Value Channel::recv_nowait() const {
 Value Channel::recv(std::optional<double> timeout) const {
   ChannelState& s = *state_;
   {
-    std::lock_guard lock(s.mu_);
+    std::lock_guard<detail::Mutex> lock(s.mu_);
     if (!s.items_.empty()) return s.pop();
     if (s.closed_) s.throw_closed();
   }
@@ -190,7 +195,7 @@ Value Channel::recv(std::optional<double> timeout) const {
   detail::Outcome outcome;
   {
     detail::GilRelease gil;
-    std::unique_lock lock(s.mu_);
+    detail::Lock lock(s.mu_);
     outcome = detail::wait_until(lock, s.receivers_, deadline, gil,
                                  [&] { return s.closed_ || !s.items_.empty(); });
     if (outcome != detail::Outcome::Interrupted && !s.items_.empty()) got.emplace(s.pop());
@@ -207,7 +212,7 @@ Value Channel::recv(std::optional<double> timeout) const {
 void Channel::close(ChannelEnd end) const {
   ChannelState& s = *state_;
   std::deque<ChannelEntry> dropped;  // destroyed after the unlock
-  std::lock_guard lock(s.mu_);
+  std::lock_guard<detail::Mutex> lock(s.mu_);
   s.closed_ = true;
   s.closed_flag_.store(true);
   if (end == ChannelEnd::Recv) {

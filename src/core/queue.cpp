@@ -69,7 +69,7 @@ class QueueState {
   const std::size_t maxsize_;
   const Unbound unbound_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::deque<Entry> items_;  // guarded by mu_
   WaitList getters_;         // guarded by mu_
   WaitList putters_;         // guarded by mu_
@@ -91,7 +91,7 @@ void queues_interpreter_closed(std::int64_t id) {
   }
   for (auto& q : live) {
     std::deque<Entry> dropped, kept;  // destroyed after the unlock
-    std::lock_guard lock(q->mu_);
+    std::lock_guard<Mutex> lock(q->mu_);
     for (Entry& e : q->items_) {
       if (e.owner != id || e.orphaned) {
         kept.push_back(std::move(e));
@@ -161,7 +161,7 @@ bool Queue::is_closed() const noexcept { return state_->closed_flag_.load(); }
 void Queue::put(Value value, std::optional<double> timeout, std::optional<Unbound> unbound) const {
   QueueState& s = *state_;
   Entry entry{std::move(value), detail::owner_id(), unbound.value_or(s.unbound_)};
-  std::unique_lock lock(s.mu_);
+  detail::Lock lock(s.mu_);
   if (s.closed_) s.throw_closed();
   if (!s.has_room()) {
     if (timeout && *timeout <= 0) throw QueueFull(detail::queue_name(s.id_) + " is full");
@@ -214,7 +214,7 @@ QueueItem finish(Entry&& entry) {
 
 QueueItem Queue::get(std::optional<double> timeout) const {
   QueueState& s = *state_;
-  std::unique_lock lock(s.mu_);
+  detail::Lock lock(s.mu_);
   auto pop = [&] {
     Entry e = std::move(s.items_.front());
     s.items_.pop_front();
@@ -259,7 +259,7 @@ void Queue::close() const {
   QueueState& s = *state_;
   std::deque<Entry> dropped;
   {
-    std::lock_guard lock(s.mu_);
+    std::lock_guard<detail::Mutex> lock(s.mu_);
     if (s.closed_) return;
     s.closed_ = true;
     s.closed_flag_.store(true);

@@ -85,7 +85,7 @@ int wait_once(sem_t* sem, const Deadline& deadline) {
 
 }  // namespace
 
-SleepResult sleep(Waiter& w, std::unique_lock<std::mutex>& lock, const Deadline& deadline,
+SleepResult sleep(Waiter& w, Lock& lock, const Deadline& deadline,
                   GilRelease& gil) {
   lock.unlock();
   gil.release();
