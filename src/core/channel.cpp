@@ -5,8 +5,8 @@
 #include <deque>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
+#include "registry.hpp"
 #include "wait.hpp"
 
 namespace subinterp {
@@ -24,14 +24,8 @@ struct ChannelEntry {
   Waiter* sender = nullptr;  // a send() waiting for this item to be received
 };
 
-struct ChannelRegistry {
-  std::mutex mu;
-  std::unordered_map<std::int64_t, std::weak_ptr<ChannelState>> channels;
-  std::int64_t next_id = 1;
-};
-
-ChannelRegistry& channel_registry() {
-  static auto* r = new ChannelRegistry();  // never destroyed: used at exit
+Registry<ChannelState>& channel_registry() {
+  static auto* r = new Registry<ChannelState>();  // never destroyed: used at exit
   return *r;
 }
 
@@ -42,12 +36,7 @@ std::string channel_name(std::int64_t id) { return "channel " + std::to_string(i
 class ChannelState {
  public:
   explicit ChannelState(std::int64_t id) : id_(id) {}
-  ~ChannelState() {
-    ChannelRegistry& r = channel_registry();
-    std::lock_guard lock(r.mu);
-    auto it = r.channels.find(id_);
-    if (it != r.channels.end() && it->second.expired()) r.channels.erase(it);
-  }
+  ~ChannelState() { channel_registry().remove(id_, false); }
 
   [[noreturn]] void throw_closed() const {
     throw ChannelClosed(channel_name(id_) + " is closed");
@@ -76,36 +65,15 @@ class ChannelState {
 using detail::ChannelEntry;
 using detail::ChannelState;
 
-Channel Channel::create() {
-  detail::ChannelRegistry& r = detail::channel_registry();
-  std::lock_guard lock(r.mu);
-  std::int64_t id = r.next_id++;
-  auto state = std::make_shared<ChannelState>(id);
-  r.channels[id] = state;
-  return Channel(std::move(state));
-}
+Channel Channel::create() { return Channel(detail::channel_registry().create()); }
 
 Channel Channel::find(std::int64_t id) {
-  detail::ChannelRegistry& r = detail::channel_registry();
-  std::lock_guard lock(r.mu);
-  auto it = r.channels.find(id);
-  std::shared_ptr<ChannelState> state = it == r.channels.end() ? nullptr : it->second.lock();
+  std::shared_ptr<ChannelState> state = detail::channel_registry().find(id);
   if (!state) throw ChannelNotFound(detail::channel_name(id) + " not found");
   return Channel(std::move(state));
 }
 
-std::vector<std::int64_t> Channel::list_all() {
-  detail::ChannelRegistry& r = detail::channel_registry();
-  std::vector<std::int64_t> ids;
-  {
-    std::lock_guard lock(r.mu);
-    for (auto& [id, weak] : r.channels) {
-      if (!weak.expired()) ids.push_back(id);
-    }
-  }
-  std::sort(ids.begin(), ids.end());
-  return ids;
-}
+std::vector<std::int64_t> Channel::list_all() { return detail::channel_registry().ids(); }
 
 std::int64_t Channel::id() const noexcept { return state_->id_; }
 std::size_t Channel::size() const noexcept {

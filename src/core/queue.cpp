@@ -1,13 +1,12 @@
 #include "subinterp/queue.hpp"
 
-#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "internal.hpp"
+#include "registry.hpp"
 #include "subinterp/thread_state.hpp"
 #include "wait.hpp"
 
@@ -26,15 +25,8 @@ struct Entry {
   bool orphaned = false;  // its interpreter was closed (Error / Replace)
 };
 
-// Queues by id. Holds no queue alive: a queue lives while handles do.
-struct QueueRegistry {
-  std::mutex mu;
-  std::unordered_map<std::int64_t, std::weak_ptr<QueueState>> queues;
-  std::int64_t next_id = 1;
-};
-
-QueueRegistry& queue_registry() {
-  static auto* r = new QueueRegistry();  // never destroyed: used at exit
+Registry<QueueState>& queue_registry() {
+  static auto* r = new Registry<QueueState>();  // never destroyed: used at exit
   return *r;
 }
 
@@ -53,12 +45,8 @@ class QueueState {
       : id_(id), maxsize_(maxsize), unbound_(unbound) {}
   ~QueueState() { unregister(); }
 
-  void unregister() {
-    QueueRegistry& r = queue_registry();
-    std::lock_guard lock(r.mu);
-    auto it = r.queues.find(id_);
-    if (it != r.queues.end() && (it->second.expired() || closed_flag_.load())) r.queues.erase(it);
-  }
+  // A closed queue is forgotten at once; otherwise when its last handle goes.
+  void unregister() { queue_registry().remove(id_, closed_flag_.load()); }
 
   bool has_room() const { return maxsize_ == 0 || items_.size() < maxsize_; }
   void update_count() { count_.store(items_.size(), std::memory_order_relaxed); }
@@ -81,14 +69,7 @@ class QueueState {
 
 // Items put by interpreter `id`, which is being closed, follow their policy.
 void queues_interpreter_closed(std::int64_t id) {
-  std::vector<std::shared_ptr<QueueState>> live;
-  {
-    QueueRegistry& r = queue_registry();
-    std::lock_guard lock(r.mu);
-    for (auto& [qid, weak] : r.queues) {
-      if (auto q = weak.lock()) live.push_back(std::move(q));
-    }
-  }
+  std::vector<std::shared_ptr<QueueState>> live = queue_registry().live();
   for (auto& q : live) {
     std::deque<Entry> dropped, kept;  // destroyed after the unlock
     std::lock_guard<Mutex> lock(q->mu_);
@@ -115,37 +96,18 @@ using detail::Entry;
 using detail::QueueState;
 
 Queue Queue::create(std::size_t maxsize, Unbound unbound) {
-  detail::QueueRegistry& r = detail::queue_registry();
-  std::lock_guard lock(r.mu);
-  std::int64_t id = r.next_id++;
-  auto state = std::make_shared<QueueState>(id, maxsize, unbound);
-  r.queues[id] = state;
-  return Queue(std::move(state));
+  return Queue(detail::queue_registry().create(maxsize, unbound));
 }
 
 Queue Queue::find(std::int64_t id) {
-  detail::QueueRegistry& r = detail::queue_registry();
-  std::lock_guard lock(r.mu);
-  auto it = r.queues.find(id);
-  std::shared_ptr<QueueState> state = it == r.queues.end() ? nullptr : it->second.lock();
+  std::shared_ptr<QueueState> state = detail::queue_registry().find(id);
   if (!state || state->closed_flag_.load()) {
     throw QueueNotFound(detail::queue_name(id) + " not found");
   }
   return Queue(std::move(state));
 }
 
-std::vector<std::int64_t> Queue::list_all() {
-  detail::QueueRegistry& r = detail::queue_registry();
-  std::vector<std::int64_t> ids;
-  {
-    std::lock_guard lock(r.mu);
-    for (auto& [id, weak] : r.queues) {
-      if (!weak.expired()) ids.push_back(id);
-    }
-  }
-  std::sort(ids.begin(), ids.end());
-  return ids;
-}
+std::vector<std::int64_t> Queue::list_all() { return detail::queue_registry().ids(); }
 
 std::int64_t Queue::id() const noexcept { return state_->id_; }
 std::size_t Queue::maxsize() const noexcept { return state_->maxsize_; }
