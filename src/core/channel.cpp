@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "internal.hpp"
 #include "registry.hpp"
 #include "wait.hpp"
 
@@ -17,7 +18,8 @@ constexpr std::chrono::microseconds kSpin{20};
 
 // Why a blocked sender was woken.
 constexpr int kReceived = 0;
-constexpr int kDropped = 1;  // closed from the receive end
+constexpr int kDropped = 1;   // closed from the receive end
+constexpr int kShutDown = 2;  // the runtime is shutting down
 
 struct ChannelEntry {
   Value value;
@@ -59,6 +61,19 @@ class ChannelState {
   std::atomic<std::size_t> count_{0};
   std::atomic<bool> closed_flag_{false};
 };
+
+void channels_refuse_waits() {
+  for (auto& c : channel_registry().live()) {
+    std::lock_guard<Mutex> lock(c->mu_);
+    c->receivers_.wake_all();
+    for (ChannelEntry& e : c->items_) {
+      if (e.sender != nullptr) {
+        e.sender->wake(kShutDown);
+        e.sender = nullptr;
+      }
+    }
+  }
+}
 
 }  // namespace detail
 
@@ -112,7 +127,7 @@ void Channel::send(Value value, std::optional<double> timeout) const {
     lock.unlock();
     detail::spin_until([&] { return receipt.woken(); }, detail::kSpin);
     lock.lock();
-    while (!receipt.woken()) {
+    while (!receipt.woken() && !detail::waits_refused()) {
       result = detail::sleep(receipt, lock, deadline, gil);
       if (result != detail::SleepResult::Woken) break;
     }
@@ -132,8 +147,10 @@ void Channel::send(Value value, std::optional<double> timeout) const {
   }
   if (receipt.woken()) {
     if (receipt.status() == detail::kDropped) s.throw_closed();
+    if (receipt.status() == detail::kShutDown) detail::throw_shut_down();
     return;
   }
+  if (detail::waits_refused()) detail::throw_shut_down();
   throw ChannelTimeout(detail::channel_name(s.id_) + ": the item was not received in time");
 }
 
@@ -174,6 +191,7 @@ Value Channel::recv(std::optional<double> timeout) const {
   if (outcome == detail::Outcome::TimedOut) {
     throw ChannelTimeout(detail::channel_name(s.id_) + ": nothing received in time");
   }
+  if (outcome == detail::Outcome::ShutDown) detail::throw_shut_down();
   s.throw_closed();
 }
 

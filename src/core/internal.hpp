@@ -29,6 +29,12 @@ struct InterpCache {
 // which has just been closed.
 void queues_interpreter_closed(std::int64_t id);
 
+// Wakes every blocked queue and channel call, which then throws (see
+// throw_shut_down); later blocking calls throw at once. For shutdown().
+void queues_refuse_waits();
+void channels_refuse_waits();
+[[noreturn]] void throw_shut_down();
+
 // The attached interpreter's cache (made on first use). Throws PythonError.
 InterpCache& cache();
 

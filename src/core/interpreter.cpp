@@ -1,14 +1,17 @@
 #include "subinterp/interpreter.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "function.hpp"
 #include "internal.hpp"
 #include "runtime.hpp"
+#include "wait.hpp"
 #include "subinterp/subinterp.hpp"
 #include "subinterp/thread_state.hpp"
 
@@ -186,7 +189,10 @@ void end_interpreter(InterpreterState& s,
   });
 }
 
-void close_state(const std::shared_ptr<InterpreterState>& state) {
+// Ends the interpreter. A running one is refused, or, with `grace`, given
+// that long to finish its run first.
+void close_state(const std::shared_ptr<InterpreterState>& state,
+                 std::chrono::milliseconds grace = std::chrono::milliseconds(0)) {
   InterpreterState& s = *state;
   if (s.home_ == nullptr) throw InterpreterError("the main interpreter cannot be closed");
   PyThreadState* current = current_thread_state();
@@ -198,6 +204,10 @@ void close_state(const std::shared_ptr<InterpreterState>& state) {
     DetachGuard detached;  // value rebuilds in progress need their GILs
     std::unique_lock lock(s.mu_);
     if (s.closed_) throw InterpreterNotFound(name_of(s.id_) + " has already been closed");
+    if (s.running_ && grace.count() > 0) {
+      s.idle_.wait_for(lock, grace, [&] { return !s.running_ || s.closed_; });
+      if (s.closed_) throw InterpreterNotFound(name_of(s.id_) + " has already been closed");
+    }
     if (s.running_) throw InterpreterError(name_of(s.id_) + " is running");
     s.closed_ = true;
     s.idle_.wait(lock, [&] { return s.attached_ == 0; });
@@ -210,13 +220,33 @@ void close_state(const std::shared_ptr<InterpreterState>& state) {
   detail::queues_interpreter_closed(s.id_);
 }
 
+// Raises SystemExit in the threads that run code in `state` now. Python
+// code notices it at its next bytecode boundary; a thread blocked in a C call
+// only when that returns. Reports failures on stderr (used at shutdown).
+void interrupt_runs(const std::shared_ptr<InterpreterState>& state) {
+  std::vector<unsigned long> threads;
+  {
+    std::lock_guard lock(state->mu_);
+    if (!state->running_ || state->closed_) return;
+    for (auto& [thread, tstate] : state->tstates_) threads.push_back(tstate->thread_id);
+  }
+  try {
+    detail::Attachment attached(state, false);
+    for (unsigned long id : threads) PyThreadState_SetAsyncExc(id, PyExc_SystemExit);
+  } catch (std::exception& e) {
+    std::fprintf(stderr, "subinterp: could not stop interpreter %lld: %s\n",
+                 static_cast<long long>(state->id_), e.what());
+  }
+}
+
 }  // namespace
 
 namespace detail {
 
-void close_released(const std::shared_ptr<InterpreterState>& state) {
+void close_released(const std::shared_ptr<InterpreterState>& state,
+                    std::chrono::milliseconds grace) {
   try {
-    close_state(state);
+    close_state(state, grace);
   } catch (InterpreterNotFound&) {
     // closed explicitly meanwhile
   } catch (std::exception& e) {
@@ -380,7 +410,19 @@ std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
 }
 
 void shutdown() {
-  for (auto& state : detail::all_owned()) detail::close_released(state);
+  // Calls blocked in queues and channels (say, a daemon thread's worker
+  // waiting for its next task) return with an error, so that their
+  // interpreters stop running and can be ended.
+  detail::g_waits_refused.store(true);
+  detail::queues_refuse_waits();
+  detail::channels_refuse_waits();
+  // Other runs (a daemon thread's endless loop) are asked to stop with
+  // SystemExit and get a moment to end: an interpreter left running would
+  // make Python's own finalization abort the process.
+  for (auto& state : detail::all_owned()) {
+    interrupt_runs(state);
+    detail::close_released(state, std::chrono::milliseconds(3000));
+  }
   detail::shutdown_runtime();
 }
 

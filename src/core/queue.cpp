@@ -90,6 +90,14 @@ void queues_interpreter_closed(std::int64_t id) {
   }
 }
 
+void queues_refuse_waits() {
+  for (auto& q : queue_registry().live()) {
+    std::lock_guard<Mutex> lock(q->mu_);
+    q->getters_.wake_all();
+    q->putters_.wake_all();
+  }
+}
+
 }  // namespace detail
 
 using detail::Entry;
@@ -155,6 +163,7 @@ void Queue::put(Value value, std::optional<double> timeout, std::optional<Unboun
     if (outcome == detail::Outcome::TimedOut) {
       throw QueueFull(detail::queue_name(s.id_) + " is full");
     }
+    if (outcome == detail::Outcome::ShutDown) detail::throw_shut_down();
     s.throw_closed();
   }
   s.items_.push_back(std::move(entry));
@@ -214,6 +223,7 @@ QueueItem Queue::get(std::optional<double> timeout) const {
   if (outcome == detail::Outcome::TimedOut) {
     throw QueueEmpty(detail::queue_name(s.id_) + " is empty");
   }
+  if (outcome == detail::Outcome::ShutDown) detail::throw_shut_down();
   s.throw_closed();
 }
 

@@ -303,7 +303,7 @@ Attachment::~Attachment() {
     std::lock_guard lock(s.mu_);
     --s.attached_;
     if (run_) s.running_ = false;
-    if (s.attached_ == 0) s.idle_.notify_all();
+    if (s.attached_ == 0 || run_) s.idle_.notify_all();
     close_now = run_ && s.close_when_released_ && s.refs_ == 0 && !s.closed_;
   }
   if (close_now) close_released(state_);

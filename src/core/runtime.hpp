@@ -4,6 +4,7 @@
 
 #include <Python.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -68,7 +69,9 @@ void run_on_runtime_thread(const std::function<void(PyThreadState* anchor)>& job
 // Ends an interpreter whose last reference went away (from decref, or from
 // the end of the run that was in progress then), or that is still open at
 // shutdown. Reports failures on stderr: there is no caller to raise to.
-void close_released(const std::shared_ptr<InterpreterState>& state);
+// A running interpreter is given `grace` to finish its run.
+void close_released(const std::shared_ptr<InterpreterState>& state,
+                    std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 // Stops the runtime thread; thread-exit hooks stop touching Python.
 void shutdown_runtime();
 

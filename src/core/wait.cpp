@@ -4,9 +4,13 @@
 #include <cmath>
 #include <ctime>
 
+#include "internal.hpp"
+#include "subinterp/error.hpp"
 #include "subinterp/thread_state.hpp"
 
 namespace subinterp::detail {
+
+std::atomic<bool> g_waits_refused{false};
 
 Deadline deadline_after(std::optional<double> timeout) {
   if (!timeout) return std::nullopt;
@@ -106,6 +110,10 @@ SleepResult sleep(Waiter& w, Lock& lock, const Deadline& deadline,
   lock.lock();
   if (interrupted) return SleepResult::Interrupted;
   return w.woken() ? SleepResult::Woken : SleepResult::TimedOut;
+}
+
+void throw_shut_down() {
+  throw InterpreterError("the subinterp runtime is shutting down: blocking calls are refused");
 }
 
 }  // namespace subinterp::detail

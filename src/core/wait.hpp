@@ -139,7 +139,11 @@ enum class SleepResult {
 SleepResult sleep(Waiter& w, Lock& lock, const Deadline& deadline,
                   GilRelease& gil);
 
-enum class Outcome { Ready, TimedOut, Interrupted };
+// Set by shutdown(): blocking calls of queues and channels stop waiting.
+extern std::atomic<bool> g_waits_refused;
+inline bool waits_refused() noexcept { return g_waits_refused.load(std::memory_order_acquire); }
+
+enum class Outcome { Ready, TimedOut, Interrupted, ShutDown };
 
 // Sleeps in `list` until `ready()` (checked with `lock` held) is true, the
 // deadline passes or a signal handler raises. Returns with `lock` held.
@@ -148,6 +152,7 @@ Outcome wait_until(Lock& lock, WaitList& list, const Deadline& deadline,
                    GilRelease& gil, Ready ready) {
   for (;;) {
     if (ready()) return Outcome::Ready;
+    if (waits_refused()) return Outcome::ShutDown;
     if (expired(deadline)) return Outcome::TimedOut;
     Waiter w;
     list.push(&w);

@@ -6,7 +6,7 @@ import sys
 import unittest
 
 import subinterp
-from helpers import ScriptTestBase
+from helpers import ScriptTestBase, describe, run_script
 
 
 class ForkTests(ScriptTestBase):
@@ -158,6 +158,55 @@ class LeftOpenTests(ScriptTestBase):
             print('main end')
             ''')
         self.assertEqual(out.splitlines(), ['main end', 'False True'])
+
+    def test_daemon_thread_blocked_in_queue_get(self):
+        # The wait is refused at exit; its interpreter stops running and is
+        # ended, instead of Python's finalization aborting on it.
+        out = self.assert_script_ok('''
+            import threading, time, subinterp
+            q = subinterp.create_queue()
+            interp = subinterp.create()
+            def wait(q):
+                return q.get()
+            threading.Thread(target=interp.call, args=(wait, q),
+                             daemon=True).start()
+            time.sleep(0.3)
+            print('main end')
+            ''', quiet_stderr=False)
+        self.assertEqual(out.strip(), 'main end')
+
+    def test_daemon_thread_blocked_in_channel_calls(self):
+        out = self.assert_script_ok('''
+            import threading, time, subinterp
+            from subinterp import channels
+            r, s = channels.create_channel()
+            r2, s2 = channels.create_channel()
+            for func, arg in ((lambda r: r.recv(), r), (lambda s: s.send(1), s2)):
+                interp = subinterp.create()
+                threading.Thread(target=interp.call, args=(func, arg),
+                                 daemon=True).start()
+            time.sleep(0.3)
+            print('main end')
+            ''', quiet_stderr=False)
+        self.assertEqual(out.strip(), 'main end')
+
+    def test_daemon_thread_running_a_loop(self):
+        # A run that never ends by itself gets SystemExit at exit.
+        proc = run_script('''
+            import threading, time, subinterp
+            interp = subinterp.create()
+            def spin():
+                while True:
+                    pass
+            threading.Thread(target=interp.call, args=(spin,),
+                             daemon=True).start()
+            time.sleep(0.3)
+            print('main end')
+            ''')
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.assertNotIn('Fatal Python error', proc.stderr, describe(proc))
+        # (The thread's report of SystemExit may be cut short by the exit.)
+        self.assertEqual(proc.stdout.strip(), 'main end')
 
     def test_user_atexit_can_use_interpreters(self):
         # Hooks registered after importing subinterp run before it ends
