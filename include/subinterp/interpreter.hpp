@@ -108,8 +108,11 @@ Whence whence_of(std::int64_t id);
 std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
 
 // Ends every interpreter this runtime made and stops the runtime thread.
-// Call it before Py_FinalizeEx (the Python package does it at exit).
-// Interpreters still running are left alone and reported on stderr.
+// Call it before Py_FinalizeEx (the Python package does it at exit). Calls
+// blocked in queues and channels are woken and throw InterpreterError (as do
+// later blocking calls); threads still running Python code in those
+// interpreters get SystemExit and up to 3 s to end. Interpreters still
+// running after that are left alone and reported on stderr.
 void shutdown();
 
 }  // namespace subinterp
