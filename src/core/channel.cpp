@@ -14,8 +14,6 @@ namespace subinterp {
 namespace detail {
 namespace {
 
-constexpr std::chrono::microseconds kSpin{20};
-
 // Why a blocked sender was woken.
 constexpr int kReceived = 0;
 constexpr int kDropped = 1;   // closed from the receive end

@@ -14,10 +14,6 @@ namespace subinterp {
 namespace detail {
 namespace {
 
-// How long get() and put() spin (GIL held) before they sleep: a hand-off
-// between two busy interpreters then needs no system call on either side.
-constexpr std::chrono::microseconds kSpin{20};
-
 struct Entry {
   Value value;
   std::int64_t owner;  // interpreter that put it; -1 for none

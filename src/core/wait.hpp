@@ -166,6 +166,10 @@ Outcome wait_until(Lock& lock, WaitList& list, const Deadline& deadline,
   }
 }
 
+// How long a blocking call spins before it sleeps: a hand-off between two
+// running interpreters then needs no system call on either side.
+constexpr std::chrono::microseconds kSpin{20};
+
 // Spins briefly (GIL held) until `ready()` is true or about `budget` passes.
 // Hand-offs between two running interpreters then cost no system call.
 template <class Ready>
