@@ -27,6 +27,7 @@ namespace subinterp {
 
 namespace detail {
 class InterpreterState;
+class PoolState;
 }
 
 struct Config {
@@ -78,6 +79,13 @@ class Interpreter {
   // ExecutionFailed; other exceptions pass through. Python objects made by
   // `fn` must not outlive it (capture what should leave as a Value).
   void run(const std::function<void()>& fn);
+  // Runs `fn` on the calling thread with a thread state of this interpreter
+  // attached, without making it a run: any number of threads may visit, also
+  // while the interpreter runs. For callbacks that hand results back into an
+  // interpreter (pool completions). Exceptions from `fn` pass through; a
+  // py::PythonError must be handled inside `fn`. Throws InterpreterNotFound
+  // when the interpreter is closed.
+  void visit(const std::function<void()>& fn);
 
   // Ends the interpreter. Throws InterpreterError if it is running or is the
   // main interpreter, InterpreterNotFound if already closed. Waits for
@@ -95,6 +103,7 @@ class Interpreter {
   }
 
  private:
+  friend class detail::PoolState;
   explicit Interpreter(std::shared_ptr<detail::InterpreterState> state)
       : state_(std::move(state)) {}
   std::shared_ptr<detail::InterpreterState> state_;

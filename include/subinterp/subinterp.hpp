@@ -4,6 +4,7 @@
 #include "subinterp/error.hpp"
 #include "subinterp/channel.hpp"
 #include "subinterp/interpreter.hpp"
+#include "subinterp/pool.hpp"
 #include "subinterp/queue.hpp"
 #include "subinterp/ref.hpp"
 #include "subinterp/shared_buffer.hpp"

@@ -192,9 +192,14 @@ void end_interpreter(InterpreterState& s,
 // Ends the interpreter. A running one is refused, or, with `grace`, given
 // that long to finish its run first.
 void close_state(const std::shared_ptr<InterpreterState>& state,
-                 std::chrono::milliseconds grace = std::chrono::milliseconds(0)) {
+                 std::chrono::milliseconds grace = std::chrono::milliseconds(0),
+                 bool by_pool = false) {
   InterpreterState& s = *state;
   if (s.home_ == nullptr) throw InterpreterError("the main interpreter cannot be closed");
+  if (!by_pool && s.worker_thread_ != std::thread::id()) {
+    throw InterpreterError(name_of(s.id_) +
+                           " belongs to a worker pool: shut the pool down to close it");
+  }
   PyThreadState* current = current_thread_state();
   if (current != nullptr && PyThreadState_GetInterpreter(current) == s.interp_) {
     throw InterpreterError("an interpreter cannot close itself");
@@ -220,6 +225,10 @@ void close_state(const std::shared_ptr<InterpreterState>& state,
   detail::queues_interpreter_closed(s.id_);
 }
 
+}  // namespace
+
+namespace detail {
+
 // Raises SystemExit in the threads that run code in `state` now. Python
 // code notices it at its next bytecode boundary; a thread blocked in a C call
 // only when that returns. Reports failures on stderr (used at shutdown).
@@ -231,7 +240,7 @@ void interrupt_runs(const std::shared_ptr<InterpreterState>& state) {
     for (auto& [thread, tstate] : state->tstates_) threads.push_back(tstate->thread_id);
   }
   try {
-    detail::Attachment attached(state, false);
+    Attachment attached(state, false);
     for (unsigned long id : threads) PyThreadState_SetAsyncExc(id, PyExc_SystemExit);
   } catch (std::exception& e) {
     std::fprintf(stderr, "subinterp: could not stop interpreter %lld: %s\n",
@@ -239,9 +248,51 @@ void interrupt_runs(const std::shared_ptr<InterpreterState>& state) {
   }
 }
 
-}  // namespace
+#if PY_VERSION_HEX < 0x030D0000
+void preload_on_caller() { subinterp::preload_on_caller(); }
+#endif
 
-namespace detail {
+void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state) {
+  close_state(state, std::chrono::milliseconds(0), /*by_pool=*/true);
+}
+
+void exec_attached(const std::string& source) { exec_source(source); }
+
+Value call_attached(const Value& callable, const Value& args, const Value& kwargs) {
+  py::ref func = callable.rebuild();
+  py::ref positional = args.rebuild();
+  py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
+  py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
+  try {
+    return Value::capture(out.get());
+  } catch (NotShareable& e) {
+    e.prepend("result");
+    throw;
+  }
+}
+
+Value call_each_attached(const Value& callable, const Value& items) {
+  if (items.kind() != Value::Kind::List && items.kind() != Value::Kind::Tuple) {
+    throw InterpreterError("a batch takes a list of argument tuples");
+  }
+  py::ref func = callable.rebuild();
+  const auto& all = items.items();
+  py::ref results = py::check(PyList_New(static_cast<Py_ssize_t>(all.size())));
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    py::ref args = all[i].rebuild();
+    if (!PyTuple_Check(args.get())) {
+      throw InterpreterError("a batch takes a list of argument tuples");
+    }
+    py::ref out = call_in_main(func.get(), args.get(), nullptr);
+    PyList_SET_ITEM(results.get(), static_cast<Py_ssize_t>(i), out.release());
+  }
+  try {
+    return Value::capture(results.get());
+  } catch (NotShareable& e) {
+    e.prepend("result");
+    throw;
+  }
+}
 
 void close_released(const std::shared_ptr<InterpreterState>& state,
                     std::chrono::milliseconds grace) {
@@ -343,18 +394,7 @@ void Interpreter::exec(const Value& code) {
 
 Value Interpreter::call(const Value& callable, const Value& args, const Value& kwargs) {
   Value result;
-  run_in(state_, [&] {
-    py::ref func = callable.rebuild();
-    py::ref positional = args.rebuild();
-    py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
-    py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
-    try {
-      result = Value::capture(out.get());
-    } catch (NotShareable& e) {
-      e.prepend("result");
-      throw;
-    }
-  });
+  run_in(state_, [&] { result = detail::call_attached(callable, args, kwargs); });
   return result;
 }
 
@@ -373,6 +413,11 @@ void Interpreter::set_main_attrs(const Value& ns) {
 
 void Interpreter::run(const std::function<void()>& fn) { run_in(state_, fn); }
 
+void Interpreter::visit(const std::function<void()>& fn) {
+  Attachment attached(state_, /*run=*/false);
+  fn();
+}
+
 void Interpreter::close() { close_state(state_); }
 
 void Interpreter::incref() {
@@ -386,6 +431,7 @@ void Interpreter::decref() {
     std::lock_guard lock(state_->mu_);
     if (state_->refs_ == 0) return;
     if (--state_->refs_ > 0 || state_->closed_ || state_->home_ == nullptr) return;
+    if (state_->worker_thread_ != std::thread::id()) return;  // its pool closes it
     if (state_->running_) {
       state_->close_when_released_ = true;
     } else {
@@ -416,11 +462,14 @@ void shutdown() {
   detail::g_waits_refused.store(true);
   detail::queues_refuse_waits();
   detail::channels_refuse_waits();
+  // Pools stop taking tasks, cancel the queued ones, and their workers end
+  // their interpreters (running tasks get SystemExit, as below).
+  detail::pools_shutdown();
   // Other runs (a daemon thread's endless loop) are asked to stop with
   // SystemExit and get a moment to end: an interpreter left running would
   // make Python's own finalization abort the process.
   for (auto& state : detail::all_owned()) {
-    interrupt_runs(state);
+    detail::interrupt_runs(state);
     detail::close_released(state, std::chrono::milliseconds(3000));
   }
   detail::shutdown_runtime();

@@ -246,6 +246,11 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
     // The main interpreter always runs its own __main__ code; calls into it
     // from other interpreters behave like calls from more threads.
     run_ = run && s.home_ != nullptr;
+    if (run_ && s.worker_thread_ != std::thread::id() &&
+        s.worker_thread_ != std::this_thread::get_id()) {
+      throw InterpreterError("interpreter " + std::to_string(s.id_) +
+                             " belongs to a worker pool: submit tasks to the pool instead");
+    }
     if (run_ && s.running_) {
       throw InterpreterError("interpreter " + std::to_string(s.id_) + " is already running");
     }
@@ -308,6 +313,20 @@ Attachment::~Attachment() {
   }
   if (close_now) close_released(state_);
 }
+
+void pin_thread_state(const std::shared_ptr<InterpreterState>& state) {
+  InterpreterState& s = *state;
+  PyThreadState* tstate = PyThreadState_New(s.interp_);
+  if (tstate == nullptr) {
+    throw InterpreterError("could not create a thread state for interpreter " +
+                           std::to_string(s.id_));
+  }
+  std::lock_guard lock(s.mu_);
+  s.tstates_.emplace(std::this_thread::get_id(), tstate);
+  remember(state);
+}
+
+void unpin_thread_state(const std::shared_ptr<InterpreterState>& state) { delete_cached(state); }
 
 void shutdown_runtime() {
   Registry& r = registry();

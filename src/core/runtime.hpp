@@ -38,6 +38,9 @@ class InterpreterState {
   bool closed_ = false;
   std::int64_t refs_ = 0;
   bool close_when_released_ = false;  // refs_ went to zero while running
+  // Set for the interpreter of a pool worker: only that thread runs code in
+  // it, and only the pool closes it.
+  std::thread::id worker_thread_;
   // Cached thread states of other threads (one per thread).
   std::unordered_map<std::thread::id, PyThreadState*> tstates_;
 };
@@ -70,8 +73,35 @@ void run_on_runtime_thread(const std::function<void(PyThreadState* anchor)>& job
 // the end of the run that was in progress then), or that is still open at
 // shutdown. Reports failures on stderr: there is no caller to raise to.
 // A running interpreter is given `grace` to finish its run.
+// Makes a thread state of `state` on this thread and keeps it for the
+// thread (Attachment reuses it) until unpin_thread_state() on this thread.
+// For threads that own an interpreter, such as pool workers.
+void pin_thread_state(const std::shared_ptr<InterpreterState>& state);
+void unpin_thread_state(const std::shared_ptr<InterpreterState>& state);
+
 void close_released(const std::shared_ptr<InterpreterState>& state,
                     std::chrono::milliseconds grace = std::chrono::milliseconds(0));
+// Raises SystemExit in the threads that run code in `state` now (for
+// shutdown); reports failures on stderr.
+void interrupt_runs(const std::shared_ptr<InterpreterState>& state);
+// Ends a pool worker's interpreter (which close() refuses). Throws as close().
+void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state);
+// With a thread state of the target attached: runs source in __main__;
+// calls callable(*args, **kwargs) and captures the result; calls
+// callable(*item) for each tuple of `items` and captures the list of
+// results. Throw py::PythonError, NotShareable (path "result").
+void exec_attached(const std::string& source);
+Value call_attached(const Value& callable, const Value& args, const Value& kwargs);
+Value call_each_attached(const Value& callable, const Value& items);
+// Stops every live pool (for shutdown()): no new tasks, queued ones
+// cancelled, running ones interrupted, workers joined (3 s grace).
+void pools_shutdown();
+#if PY_VERSION_HEX < 0x030D0000
+// Protects CPython 3.12 before the first interpreter is created (see
+// interpreter.cpp); to call on a thread that runs the main interpreter.
+void preload_on_caller();
+#endif
+
 // Stops the runtime thread; thread-exit hooks stop touching Python.
 void shutdown_runtime();
 

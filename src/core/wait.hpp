@@ -169,6 +169,9 @@ Outcome wait_until(Lock& lock, WaitList& list, const Deadline& deadline,
 // How long a blocking call spins before it sleeps: a hand-off between two
 // running interpreters then needs no system call on either side.
 constexpr std::chrono::microseconds kSpin{20};
+// How long a wait for a pool task's result spins: about one short task's
+// round trip, so that a caller waiting for a quick task does not sleep.
+constexpr std::chrono::microseconds kFutureSpin{50};
 
 // Spins briefly (GIL held) until `ready()` is true or about `budget` passes.
 // Hand-offs between two running interpreters then cost no system call.

@@ -37,16 +37,37 @@ py::ref snapshot_tuple(const si::ExceptionSnapshot& s) {
                                 pickled.get()));
 }
 
-void raise_execution_failed(ModuleState* st, const si::ExceptionSnapshot& snapshot) {
+// An ExecutionFailed instance for `snapshot` (a RuntimeError before the
+// package registered its classes).
+py::ref execution_failed(ModuleState* st, const si::ExceptionSnapshot& snapshot) {
   if (st->execution_failed == nullptr || st->make_excinfo == nullptr) {
-    PyErr_Format(PyExc_RuntimeError, "uncaught in the interpreter: %s",
-                 snapshot.errdisplay.c_str());
-    return;
+    py::ref msg = py::check(
+        PyUnicode_FromFormat("uncaught in the interpreter: %s", snapshot.errdisplay.c_str()));
+    return py::check(PyObject_CallOneArg(PyExc_RuntimeError, msg.get()));
   }
   py::ref raw = snapshot_tuple(snapshot);
   py::ref excinfo = py::check(PyObject_CallOneArg(st->make_excinfo, raw.get()));
-  py::ref exc = py::check(PyObject_CallOneArg(st->execution_failed, excinfo.get()));
+  return py::check(PyObject_CallOneArg(st->execution_failed, excinfo.get()));
+}
+
+void raise_object(const py::ref& exc) {
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.get())), exc.get());
+}
+
+void raise_execution_failed(ModuleState* st, const si::ExceptionSnapshot& snapshot) {
+  raise_object(execution_failed(st, snapshot));
+}
+
+// BrokenInterpreterPool(message), raised from the initializer's failure.
+void raise_broken(ModuleState* st, const si::PoolBroken& e) {
+  PyObject* cls = or_default(st->broken_pool, PyExc_RuntimeError);
+  py::ref msg = py::check(PyUnicode_FromString(e.what()));
+  py::ref exc = py::check(PyObject_CallOneArg(cls, msg.get()));
+  if (e.cause()) {
+    py::ref cause = execution_failed(st, *e.cause());
+    PyException_SetCause(exc.get(), cause.release());
+  }
+  raise_object(exc);
 }
 
 }  // namespace
@@ -65,6 +86,18 @@ void translate(PyObject* module) noexcept {
     }
   } catch (si::NotShareable& e) {
     PyErr_SetString(or_default(st->not_shareable_error, PyExc_TypeError), e.what());
+  } catch (si::PoolBroken& e) {
+    try {
+      raise_broken(st, e);
+    } catch (py::PythonError& inner) {
+      inner.restore();
+    }
+  } catch (si::PoolShutDown& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  } catch (si::TaskCancelled& e) {
+    PyErr_SetString(or_default(st->cancelled_error, PyExc_RuntimeError), e.what());
+  } catch (si::TaskTimeout& e) {
+    PyErr_SetString(PyExc_TimeoutError, e.what());
   } catch (si::QueueEmpty& e) {
     PyErr_SetString(or_default(st->queue_empty, PyExc_RuntimeError), e.what());
   } catch (si::QueueFull& e) {
@@ -346,6 +379,8 @@ constexpr Slot kSlots[] = {
     {"Queue", &ModuleState::queue_class, Slot::HandleClass, &ModuleState::queue_type},
     {"SendChannel", &ModuleState::send_class, Slot::HandleClass, &ModuleState::send_type},
     {"RecvChannel", &ModuleState::recv_class, Slot::HandleClass, &ModuleState::recv_type},
+    {"CancelledError", &ModuleState::cancelled_error, Slot::Exception, nullptr},
+    {"BrokenInterpreterPool", &ModuleState::broken_pool, Slot::Exception, nullptr},
 };
 
 bool slot_value_ok(ModuleState* st, const Slot& slot, PyObject* key, PyObject* value) {
@@ -422,6 +457,7 @@ int module_exec(PyObject* module) {
     return -1;
   }
   if (handles_exec(module) < 0) return -1;
+  if (pool_exec(module) < 0) return -1;
   try {
     PyObject* type = reinterpret_cast<PyObject*>(si::shared_buffer_type());
     py::check(PyModule_AddObjectRef(module, "SharedBuffer", type));
@@ -455,7 +491,9 @@ constexpr PyObject* ModuleState::*kObjectFields[] = {
     &ModuleState::unbound_remove,    &ModuleState::queue_class,
     &ModuleState::send_class,        &ModuleState::recv_class,
     &ModuleState::queue_type,        &ModuleState::send_type,
-    &ModuleState::recv_type,
+    &ModuleState::recv_type,         &ModuleState::cancelled_error,
+    &ModuleState::broken_pool,       &ModuleState::pool_type,
+    &ModuleState::task_type,
 };
 
 int module_traverse(PyObject* module, visitproc visit, void* arg) {

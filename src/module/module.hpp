@@ -37,10 +37,14 @@ struct ModuleState {
   PyObject* queue_class;  // subclasses of the types below, made by get()
   PyObject* send_class;
   PyObject* recv_class;
+  PyObject* cancelled_error;  // concurrent.futures.CancelledError
+  PyObject* broken_pool;      // BrokenInterpreterPool
   // Made by the module.
   PyObject* queue_type;
   PyObject* send_type;
   PyObject* recv_type;
+  PyObject* pool_type;
+  PyObject* task_type;
   // The one live object per queue or channel end in this interpreter
   // (borrowed: each removes itself when deallocated). Owned.
   std::unordered_map<std::int64_t, PyObject*>* known;
@@ -74,6 +78,9 @@ PyObject* entry(PyObject* module, Body&& body) noexcept {
 // A non-negative int argument (an id); `what` names it in errors.
 std::int64_t id_arg(PyObject* obj, const char* what = "interpreter id");
 bool check_nargs(const char* name, Py_ssize_t nargs, Py_ssize_t min, Py_ssize_t max);
+
+// Worker pools (pool.cpp).
+int pool_exec(PyObject* module);
 
 // Queues and channels (handles.cpp).
 int handles_exec(PyObject* module);

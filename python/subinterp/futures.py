@@ -1,0 +1,345 @@
+"""An executor that runs calls in a pool of isolated interpreters.
+
+:class:`InterpreterPoolExecutor` is the class that Python 3.14 ships in
+:mod:`concurrent.futures`, for Python 3.12 and 3.13: a
+:class:`concurrent.futures.Executor` whose workers are threads that each own
+an interpreter with its own GIL, so CPU-bound Python code runs in parallel,
+in one process. Its futures are :class:`concurrent.futures.Future` objects
+and work with :func:`concurrent.futures.wait`,
+:func:`concurrent.futures.as_completed` and :func:`asyncio.wrap_future`.
+
+Beyond 3.14:
+
+* functions defined in ``__main__`` (with or without an
+  ``if __name__ == '__main__'`` guard), lambdas and closures can be
+  submitted; they travel by value;
+* ``map(..., chunksize=n)`` sends ``n`` calls to a worker as one task;
+* ``max_tasks_per_worker`` replaces a worker's interpreter with a fresh one
+  after that many tasks;
+* ``initializer`` may also be source text, run in each new worker
+  interpreter.
+
+The work is done by the C++ pool of the ``_subinterp`` extension: tasks and
+results move between interpreters as interpreter-neutral values, without
+pickling where they need not.
+"""
+
+import collections
+import itertools
+import os
+import sys
+import threading
+import time
+import weakref
+from concurrent.futures import _base
+from concurrent.futures import thread as _thread
+
+import _subinterp
+
+from . import ExecutionFailed, NotShareableError
+
+__all__ = ['InterpreterPoolExecutor', 'BrokenInterpreterPool', 'ExecutionFailed']
+
+
+class BrokenInterpreterPool(_thread.BrokenThreadPool):
+    """Raised when a worker's initializer failed: the pool runs no more
+    tasks. Its ``__cause__`` is the :exc:`ExecutionFailed` that shows the
+    initializer's exception and traceback."""
+
+
+_subinterp.register(CancelledError=_base.CancelledError,
+                    BrokenInterpreterPool=BrokenInterpreterPool)
+
+_PENDING = _base.PENDING
+
+
+def _settle(future, result, exc):
+    # Called by a pool worker, with this interpreter attached, when the
+    # task behind `future` has ended (or was dropped).
+    if exc is None:
+        future.set_result(result)
+    elif isinstance(exc, _base.CancelledError):
+        if _base.Future.cancel(future):
+            future.set_running_or_notify_cancel()
+    else:
+        if isinstance(exc, ExecutionFailed):
+            # The original exception, when it could be pickled there and
+            # unpickled here, raised from the ExecutionFailed that shows the
+            # remote traceback (as Python 3.14 does).
+            original = exc.excinfo.rebuild()
+            if original is not None:
+                original.__cause__ = exc
+                exc = original
+        future.set_exception(exc)
+
+
+class _Future(_base.Future):
+    """A future of an :class:`InterpreterPoolExecutor`.
+
+    It is a :class:`concurrent.futures.Future`; it differs only in how it
+    waits (without a lock handoff, spinning briefly while a short task
+    finishes) and in that cancelling reaches the pool.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._task = None
+
+    def cancel(self):
+        """Cancel the call if no worker has started it; return whether the
+        future is cancelled."""
+        task = self._task
+        if task is None:
+            return super().cancel()
+        if task.cancel():
+            return True
+        return self.cancelled()
+
+    def running(self):
+        task = self._task
+        if task is not None and self._state == _PENDING:
+            return task.running()
+        return super().running()
+
+    def _wait_task(self, timeout):
+        task = self._task
+        if task is not None and self._state == _PENDING:
+            # Ends when the future is settled, with the GIL released; Ctrl-C
+            # in the main thread stops it.
+            task.wait(timeout)
+
+    def result(self, timeout=None):
+        self._wait_task(timeout)
+        return super().result(0 if self._state != _PENDING else timeout)
+
+    def exception(self, timeout=None):
+        self._wait_task(timeout)
+        return super().exception(0 if self._state != _PENDING else timeout)
+
+
+# Executors of this interpreter that have not been shut down, for the exit.
+_live = weakref.WeakSet()
+_live_lock = threading.Lock()
+_exiting = False
+
+
+def _python_exit():
+    # As for ThreadPoolExecutor: at exit, queued and running tasks finish
+    # before the interpreter is finalized.
+    global _exiting
+    with _live_lock:
+        _exiting = True
+        executors = list(_live)
+    for executor in executors:
+        executor.shutdown(wait=True)
+
+
+threading._register_atexit(_python_exit)
+
+_counter = itertools.count().__next__
+
+
+def _sys_path_source():
+    path = [p for p in sys.path if isinstance(p, str)]
+    return f'__import__("sys").path[:] = {path!r}\n'
+
+
+class InterpreterPoolExecutor(_base.Executor):
+    """An executor that calls functions in a pool of interpreters.
+
+    ``max_workers``
+        most interpreters (and threads) at a time; by default
+        ``min(32, os.cpu_count() + 4)``, as for
+        :class:`~concurrent.futures.ThreadPoolExecutor`. Workers start when
+        tasks need them.
+    ``thread_name_prefix``
+        names of the worker threads (``<prefix>_<n>``).
+    ``initializer``, ``initargs``
+        ``initializer(*initargs)`` is called in each worker interpreter
+        before its first task. It may also be source text (then without
+        ``initargs``), run in the interpreter's ``__main__``. If it raises,
+        the pool is broken: pending and later submissions fail with
+        :exc:`BrokenInterpreterPool`.
+    ``max_tasks_per_worker``
+        a worker replaces its interpreter with a fresh one (initializer
+        included) after this many tasks; ``None`` keeps it.
+
+    Each worker interpreter starts with a copy of ``sys.path``. Calls,
+    arguments and results travel between interpreters as
+    :meth:`subinterp.Interpreter.call` passes them: functions by reference
+    when importable and by value when defined in ``__main__``, as lambdas or
+    as closures; what cannot travel fails its future with
+    :exc:`~subinterp.NotShareableError`. An exception raised by a call is
+    re-raised by :meth:`~concurrent.futures.Future.result` as the original
+    exception type when it can be rebuilt, from an :exc:`ExecutionFailed`
+    that shows the remote traceback; otherwise as that
+    :exc:`ExecutionFailed`.
+    """
+
+    def __init__(self, max_workers=None, thread_name_prefix='',
+                 initializer=None, initargs=(), *, max_tasks_per_worker=None):
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f'max_workers must be an int, not {max_workers!r}')
+        if max_workers <= 0:
+            raise ValueError('max_workers must be greater than 0')
+        if max_tasks_per_worker is not None:
+            if (not isinstance(max_tasks_per_worker, int)
+                    or isinstance(max_tasks_per_worker, bool)):
+                raise TypeError('max_tasks_per_worker must be an int or None, '
+                                f'not {max_tasks_per_worker!r}')
+            if max_tasks_per_worker <= 0:
+                raise ValueError('max_tasks_per_worker must be greater than 0')
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError('thread_name_prefix must be a str')
+        if not isinstance(initargs, tuple):
+            raise TypeError(f'initargs must be a tuple, not {initargs!r}')
+        init_source = _sys_path_source()
+        init_callable = None
+        if isinstance(initializer, str):
+            if initargs:
+                raise ValueError('an initializer script does not take '
+                                 f'initargs, got {initargs!r}')
+            init_source += initializer
+        elif initializer is not None:
+            if not callable(initializer):
+                raise TypeError('initializer must be a callable or a str')
+            init_callable = initializer
+
+        self._max_workers = max_workers
+        self._thread_name_prefix = (thread_name_prefix or
+                                    f'InterpreterPoolExecutor-{_counter()}')
+        self._shutdown_lock = threading.Lock()
+        self._shutdown = False
+        with _live_lock:
+            if _exiting:
+                raise RuntimeError('cannot create an executor at interpreter '
+                                   'shutdown')
+            self._pool = _subinterp.pool_create(
+                max_workers, init_source, init_callable, initargs,
+                max_tasks_per_worker, self._thread_name_prefix, _settle)
+            _live.add(self)
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Schedule ``fn(*args, **kwargs)`` in a worker interpreter and
+        return a :class:`~concurrent.futures.Future` for its result.
+
+        Raises ``RuntimeError`` after :meth:`shutdown` and
+        :exc:`BrokenInterpreterPool` once an initializer failed. An
+        argument that cannot travel fails the future with
+        :exc:`~subinterp.NotShareableError`.
+        """
+        if not callable(fn):
+            raise TypeError(f'{fn!r} is not callable')
+        future = _Future()
+        try:
+            future._task = self._pool.submit(future, fn, args, kwargs)
+        except NotShareableError as exc:
+            self._check_open()
+            future.set_exception(exc)
+        except RuntimeError:
+            self._check_open()
+            raise
+        return future
+
+    def _check_open(self):
+        # Raises what submit() raises when no task can be queued.
+        if self._shutdown:
+            raise RuntimeError('cannot schedule new futures after shutdown')
+        if _exiting:
+            raise RuntimeError('cannot schedule new futures after '
+                               'interpreter shutdown')
+
+    def _submit_batch(self, fn, items):
+        future = _Future()
+        try:
+            future._task = self._pool.submit_batch(future, fn, items)
+        except NotShareableError as exc:
+            self._check_open()
+            future.set_exception(exc)
+        return future
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Return an iterator of ``fn(*args)`` for the items of
+        ``iterables`` zipped, in order.
+
+        ``chunksize`` calls are sent to a worker as one task (the right size
+        for many small calls is in the hundreds). An exception raised by a
+        call is raised when its result would be returned; the remaining
+        tasks are then cancelled. ``timeout`` bounds the whole iteration
+        (``TimeoutError``). With ``buffersize``, at most that many tasks are
+        submitted ahead of the results consumed, so ``iterables`` may be
+        endless.
+        """
+        if not callable(fn):
+            raise TypeError(f'{fn!r} is not callable')
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError('chunksize must be >= 1.')
+        if buffersize is not None:
+            if not isinstance(buffersize, int):
+                raise TypeError('buffersize must be an integer or None')
+            if buffersize < 1:
+                raise ValueError('buffersize must be None or > 0')
+        end_time = None if timeout is None else timeout + time.monotonic()
+        args_iter = zip(*iterables)
+        if chunksize == 1:
+            tasks = (self.submit(fn, *args) for args in args_iter)
+        else:
+            tasks = (self._submit_batch(fn, list(chunk))
+                     for chunk in _batched(args_iter, chunksize))
+        if buffersize is None:
+            futures = collections.deque(tasks)
+            tasks = iter(())
+        else:
+            futures = collections.deque(itertools.islice(tasks, buffersize))
+        return self._results(futures, tasks, end_time, chunksize > 1)
+
+    @staticmethod
+    def _results(futures, more, end_time, chunked):
+        # A generator of its own, so that map() checks its arguments and
+        # submits at once, as Executor.map does.
+        try:
+            while futures:
+                future = futures.popleft()
+                try:
+                    if end_time is None:
+                        result = future.result()
+                    else:
+                        result = future.result(end_time - time.monotonic())
+                finally:
+                    future = None
+                for submitted in itertools.islice(more, 1):
+                    futures.append(submitted)
+                if chunked:
+                    yield from result
+                else:
+                    yield result
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Stop taking tasks and free the workers' interpreters.
+
+        With ``cancel_futures``, tasks that no worker has started are
+        cancelled. With ``wait``, return when every running and queued task
+        has finished and the workers have ended; otherwise return at once
+        (a task that never returns then keeps its worker, not the caller).
+        """
+        with self._shutdown_lock:
+            self._shutdown = True
+        with _live_lock:
+            _live.discard(self)
+        self._pool.shutdown(bool(wait), bool(cancel_futures))
+
+    @property
+    def _interpreter_ids(self):
+        # Ids of the workers' interpreters (for tests and diagnostics).
+        return self._pool.interpreter_ids()
+
+
+def _batched(iterable, n):
+    it = iter(iterable)
+    while chunk := tuple(itertools.islice(it, n)):
+        yield chunk

@@ -1,0 +1,582 @@
+#include "subinterp/pool.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "internal.hpp"
+#include "runtime.hpp"
+#include "subinterp/thread_state.hpp"
+#include "wait.hpp"
+
+namespace subinterp {
+namespace detail {
+namespace {
+
+enum Phase : int { kPending = 0, kRunning = 1, kDone = 2 };
+
+std::atomic<std::uint64_t> g_next_task{1};
+
+}  // namespace
+
+class TaskState {
+ public:
+  TaskState(Value callable, Value args, Value kwargs, bool batch, Completion on_done)
+      : id_(g_next_task.fetch_add(1)),
+        callable_(std::move(callable)),
+        args_(std::move(args)),
+        kwargs_(std::move(kwargs)),
+        batch_(batch),
+        on_done_(std::move(on_done)) {}
+
+  // Claims the task for a worker; false if it was cancelled.
+  bool start() noexcept {
+    int expected = kPending;
+    return phase_.compare_exchange_strong(expected, kRunning);
+  }
+  // Ends a task that never started (cancelled, or dropped by its pool) with
+  // `error`; false if it had started already.
+  bool drop(std::exception_ptr error, bool cancelled) {
+    int expected = kPending;
+    if (!phase_.compare_exchange_strong(expected, kDone)) return false;
+    cancelled_ = cancelled;
+    finish(Value(), std::move(error));
+    return true;
+  }
+
+  // Records the outcome, runs the completion, then wakes the waiters.
+  void finish(Value result, std::exception_ptr error) noexcept {
+    result_ = std::move(result);
+    error_ = std::move(error);
+    phase_.store(kDone);
+    if (on_done_) {
+      on_done_(result_, error_);
+      on_done_ = nullptr;  // what it holds goes now, not with the future
+    }
+    // The inputs are no longer needed; free them on this thread.
+    callable_ = args_ = kwargs_ = Value();
+    Lock lock(mu_);
+    finished_.store(true, std::memory_order_release);
+    waiters_.wake_all();
+  }
+
+  bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+
+  const std::uint64_t id_;
+  Value callable_, args_, kwargs_;
+  const bool batch_;
+  Completion on_done_;
+  std::atomic<int> phase_{kPending};
+  // Written before finished_ is set, read after it is seen.
+  bool cancelled_ = false;
+  Value result_;
+  std::exception_ptr error_;
+  Mutex mu_;
+  WaitList waiters_;  // guarded by mu_
+  std::atomic<bool> finished_{false};
+};
+
+class PoolState : public std::enable_shared_from_this<PoolState> {
+ public:
+  explicit PoolState(PoolOptions options) : options_(std::move(options)) {
+    max_workers_ = options_.max_workers;
+    if (max_workers_ == 0) max_workers_ = std::max(1u, std::thread::hardware_concurrency());
+  }
+  ~PoolState();
+
+  void submit(const std::shared_ptr<TaskState>& task);
+  void shutdown(bool wait, bool cancel_pending);
+  // Runtime shutdown: cancel, interrupt, join with a grace period.
+  void stop_for_exit();
+
+  const PoolOptions options_;
+  std::size_t max_workers_ = 1;
+
+  Mutex mu_;
+  std::condition_variable_any work_cv_;   // a task was queued, or stopping
+  std::condition_variable_any ended_cv_;  // a worker ended
+  std::deque<std::shared_ptr<TaskState>> queue_;  // guarded by mu_
+  std::atomic<std::size_t> queued_{0};            // queue_.size(), for spinners
+  std::size_t idle_ = 0;                          // workers looking for a task
+  std::size_t live_ = 0;                          // workers started, not ended
+  std::size_t next_index_ = 0;
+  bool shut_down_ = false;
+  std::atomic<bool> stop_flag_{false};  // shut_down_ or broken_, for spinners
+  std::optional<PoolBroken> broken_;
+  std::vector<std::thread> threads_;                 // guarded by mu_
+  std::vector<std::thread::id> ended_;               // guarded by mu_
+  std::vector<std::shared_ptr<InterpreterState>> interps_;  // guarded by mu_
+
+ private:
+  void start_worker_locked();
+  void worker_main(std::size_t index);
+  // The next task, or null when the worker should end.
+  std::shared_ptr<TaskState> next_task();
+  void run_task(const std::shared_ptr<InterpreterState>& interp, TaskState& task);
+  // Makes an interpreter for this worker and runs the initializer; null
+  // (and the pool broken) on failure.
+  std::shared_ptr<InterpreterState> start_interpreter();
+  void end_interpreter(const std::shared_ptr<InterpreterState>& interp);
+  void set_broken(PoolBroken reason);
+  // Drops every queued task with `error`.
+  void drop_queued(std::exception_ptr error, bool cancelled);
+  void join_ended_locked();
+};
+
+namespace {
+
+// Live pools, for shutdown(). Weak: a pool's state lives while its Pool
+// object or a worker holds it.
+struct LivePools {
+  std::mutex mu;
+  std::vector<std::weak_ptr<PoolState>> pools;
+};
+LivePools& live_pools() {
+  static auto* p = new LivePools();  // never destroyed: used at exit
+  return *p;
+}
+
+void name_thread(const std::string& prefix, std::size_t index) {
+  std::string name = prefix + "_" + std::to_string(index);
+  if (name.size() > 15) name.resize(15);
+  pthread_setname_np(pthread_self(), name.c_str());
+}
+
+}  // namespace
+
+PoolState::~PoolState() {
+  // Workers hold the state while they run, so every worker has ended or is
+  // returning from its thread function; one of them may be running this.
+  DetachGuard detached;  // an ending thread may need a GIL for its cleanup
+  for (auto& t : threads_) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      t.detach();
+    } else if (t.joinable()) {
+      t.join();
+    }
+  }
+}
+
+void PoolState::start_worker_locked() {
+  std::size_t index = next_index_++;
+  ++live_;
+  ++idle_;  // counted idle until it takes its first task
+  auto self = shared_from_this();
+  threads_.emplace_back([self, index] { self->worker_main(index); });
+}
+
+void PoolState::submit(const std::shared_ptr<TaskState>& task) {
+  Lock lock(mu_);
+  if (broken_) throw *broken_;
+  if (shut_down_) throw PoolShutDown("cannot submit tasks after the pool was shut down");
+  queue_.push_back(task);
+  queued_.store(queue_.size(), std::memory_order_release);
+  if (queue_.size() > idle_ && live_ < max_workers_) {
+    join_ended_locked();
+    start_worker_locked();
+  }
+  lock.unlock();
+  work_cv_.notify_one();
+}
+
+std::shared_ptr<TaskState> PoolState::next_task() {
+  // Spin briefly first: a task submitted right after the last one finished
+  // is taken without either side sleeping.
+  spin_until(
+      [&] {
+        return queued_.load(std::memory_order_acquire) > 0 ||
+               stop_flag_.load(std::memory_order_acquire);
+      },
+      kSpin);
+  Lock lock(mu_);
+  for (;;) {
+    if (!queue_.empty()) {
+      std::shared_ptr<TaskState> task = std::move(queue_.front());
+      queue_.pop_front();
+      queued_.store(queue_.size(), std::memory_order_release);
+      if (task->start()) {
+        --idle_;
+        return task;
+      }
+      continue;  // cancelled: its canceller has completed it
+    }
+    if (shut_down_ || broken_ || waits_refused()) {
+      --idle_;
+      return nullptr;
+    }
+    work_cv_.wait(lock);
+  }
+}
+
+void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskState& task) {
+  Value result;
+  std::exception_ptr error;
+  try {
+    Attachment attached(interp, /*run=*/true);
+    try {
+      result = task.batch_ ? call_each_attached(task.callable_, task.args_)
+                           : call_attached(task.callable_, task.args_, task.kwargs_);
+    } catch (py::PythonError& e) {
+      py::ref exc = e.take();
+      error = std::make_exception_ptr(ExecutionFailed(ExceptionSnapshot::capture(exc.get())));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    // Still attached: a completion that visits another interpreter then
+    // reuses this thread's thread state for it.
+    task.finish(std::move(result), std::move(error));
+    return;
+  } catch (...) {
+    error = std::current_exception();  // the attachment failed
+  }
+  task.finish(Value(), std::move(error));
+}
+
+std::shared_ptr<InterpreterState> PoolState::start_interpreter() {
+  std::shared_ptr<InterpreterState> state;
+  try {
+    Interpreter interp = Interpreter::create(options_.config);
+    state = interp.state_;
+    {
+      std::lock_guard lock(state->mu_);
+      state->worker_thread_ = std::this_thread::get_id();
+    }
+    pin_thread_state(state);
+    {
+      Lock lock(mu_);
+      interps_.push_back(state);
+    }
+  } catch (std::exception& e) {
+    if (state) end_interpreter(state);
+    set_broken(PoolBroken(std::string("a pool worker could not start its interpreter: ") +
+                              e.what(),
+                          nullptr));
+    return nullptr;
+  }
+  if (options_.init_source.empty() && options_.init_callable.is_none()) return state;
+  std::optional<ExceptionSnapshot> failure;
+  std::string other;
+  try {
+    Attachment attached(state, /*run=*/true);
+    try {
+      if (!options_.init_source.empty()) exec_attached(options_.init_source);
+      if (!options_.init_callable.is_none()) {
+        call_attached(options_.init_callable, options_.init_args, Value());
+      }
+    } catch (py::PythonError& e) {
+      py::ref exc = e.take();
+      failure = ExceptionSnapshot::capture(exc.get());
+    }
+  } catch (std::exception& e) {
+    other = e.what();
+  }
+  if (!failure && other.empty()) return state;
+  end_interpreter(state);
+  if (failure) {
+    std::string message = "a pool worker's initializer failed, the pool is not usable anymore: " +
+                          (failure->formatted.empty() ? failure->type_name : failure->formatted);
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    set_broken(PoolBroken(message, std::make_shared<const ExceptionSnapshot>(std::move(*failure))));
+  } else {
+    set_broken(PoolBroken("a pool worker's initializer failed, the pool is not usable anymore: " +
+                              other,
+                          nullptr));
+  }
+  return nullptr;
+}
+
+void PoolState::end_interpreter(const std::shared_ptr<InterpreterState>& interp) {
+  unpin_thread_state(interp);
+  {
+    Lock lock(mu_);
+    std::erase(interps_, interp);
+  }
+  try {
+    close_pool_interpreter(interp);
+  } catch (InterpreterNotFound&) {
+    // ended by the runtime's shutdown meanwhile
+  } catch (std::exception& e) {
+    std::fprintf(stderr, "subinterp: a pool worker could not close interpreter %lld: %s\n",
+                 static_cast<long long>(interp->id_), e.what());
+  }
+}
+
+void PoolState::set_broken(PoolBroken reason) {
+  std::exception_ptr error;
+  {
+    Lock lock(mu_);
+    if (!broken_) broken_.emplace(std::move(reason));
+    error = std::make_exception_ptr(*broken_);
+    stop_flag_.store(true, std::memory_order_release);
+  }
+  work_cv_.notify_all();
+  drop_queued(error, false);
+}
+
+void PoolState::drop_queued(std::exception_ptr error, bool cancelled) {
+  std::deque<std::shared_ptr<TaskState>> dropped;
+  {
+    Lock lock(mu_);
+    dropped.swap(queue_);
+    queued_.store(0, std::memory_order_release);
+  }
+  for (auto& task : dropped) task->drop(error, cancelled);
+}
+
+void PoolState::worker_main(std::size_t index) {
+  name_thread(options_.thread_name_prefix, index);
+  bool more = true;
+  while (more) {
+    std::shared_ptr<InterpreterState> interp = start_interpreter();
+    if (!interp) break;
+    std::size_t done = 0;
+    for (;;) {
+      std::shared_ptr<TaskState> task = next_task();
+      if (!task) {
+        more = false;
+        break;
+      }
+      run_task(interp, *task);
+      task.reset();
+      {
+        Lock lock(mu_);
+        ++idle_;
+      }
+      if (options_.max_tasks_per_worker != 0 && ++done >= options_.max_tasks_per_worker) break;
+    }
+    end_interpreter(interp);
+  }
+  {
+    Lock lock(mu_);
+    if (more) --idle_;  // left after a failed start, still counted idle
+    --live_;
+    ended_.push_back(std::this_thread::get_id());
+  }
+  ended_cv_.notify_all();
+}
+
+void PoolState::join_ended_locked() {
+  // Threads of workers that ended (after a failed start, say) are joined
+  // before more start, so that their number stays bounded.
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    auto ended = std::find(ended_.begin(), ended_.end(), it->get_id());
+    if (ended == ended_.end()) {
+      ++it;
+      continue;
+    }
+    ended_.erase(ended);
+    it->join();  // it has only its return left
+    it = threads_.erase(it);
+  }
+}
+
+void PoolState::shutdown(bool wait, bool cancel_pending) {
+  {
+    Lock lock(mu_);
+    shut_down_ = true;
+    stop_flag_.store(true, std::memory_order_release);
+  }
+  work_cv_.notify_all();
+  if (cancel_pending) {
+    drop_queued(std::make_exception_ptr(TaskCancelled("the task was cancelled by shutdown")),
+                true);
+  }
+  if (!wait) return;
+  std::vector<std::thread> threads;
+  {
+    DetachGuard detached;  // workers may need this thread's GIL to finish
+    Lock lock(mu_);
+    ended_cv_.wait(lock, [&] { return live_ == 0; });
+    threads.swap(threads_);
+    ended_.clear();
+    lock.unlock();
+    for (auto& t : threads) {
+      if (t.get_id() == std::this_thread::get_id()) {
+        t.detach();  // shut down from one of its own completions
+      } else {
+        t.join();
+      }
+    }
+  }
+}
+
+void PoolState::stop_for_exit() {
+  {
+    Lock lock(mu_);
+    shut_down_ = true;
+    stop_flag_.store(true, std::memory_order_release);
+  }
+  work_cv_.notify_all();
+  drop_queued(std::make_exception_ptr(
+                  PoolShutDown("the subinterp runtime is shutting down: the task was dropped")),
+              false);
+  std::vector<std::shared_ptr<InterpreterState>> running;
+  {
+    Lock lock(mu_);
+    running = interps_;
+  }
+  for (auto& interp : running) interrupt_runs(interp);
+  DetachGuard detached;
+  Lock lock(mu_);
+  if (!ended_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return live_ == 0; })) {
+    std::fprintf(stderr, "subinterp: %zu pool worker(s) did not stop at exit\n", live_);
+    return;  // their threads stay joinable; the state is leaked with them
+  }
+  std::vector<std::thread> threads;
+  threads.swap(threads_);
+  lock.unlock();
+  for (auto& t : threads) {
+    if (t.get_id() != std::this_thread::get_id()) t.join();
+    else t.detach();
+  }
+}
+
+void pools_shutdown() {
+  std::vector<std::shared_ptr<PoolState>> pools;
+  {
+    LivePools& live = live_pools();
+    std::lock_guard lock(live.mu);
+    for (auto& weak : live.pools) {
+      if (auto p = weak.lock()) pools.push_back(std::move(p));
+    }
+    live.pools.clear();
+  }
+  for (auto& pool : pools) pool->stop_for_exit();
+}
+
+}  // namespace detail
+
+using detail::TaskState;
+
+bool Future::done() const noexcept { return state_->finished(); }
+bool Future::running() const noexcept { return state_->phase_.load() == detail::kRunning; }
+bool Future::cancelled() const noexcept { return state_->finished() && state_->cancelled_; }
+
+bool Future::cancel() noexcept {
+  try {
+    if (state_->drop(std::make_exception_ptr(TaskCancelled("the task was cancelled")), true)) {
+      return true;
+    }
+  } catch (...) {
+    return false;  // could not make the error
+  }
+  return cancelled();
+}
+
+bool Future::wait(std::optional<double> timeout) const {
+  TaskState& s = *state_;
+  if (s.finished()) return true;
+  if (timeout && *timeout <= 0) return false;
+  detail::Deadline deadline = detail::deadline_after(timeout);
+  detail::Outcome outcome;
+  {
+    // Released before spinning: the task's completion may need this GIL.
+    detail::GilRelease gil;
+    detail::spin_until([&] { return s.finished(); }, detail::kFutureSpin);
+    detail::Lock lock(s.mu_);
+    outcome = detail::wait_until(lock, s.waiters_, deadline, gil, [&] { return s.finished(); });
+    lock.unlock();
+    if (outcome == detail::Outcome::Interrupted) py::throw_python_error();
+  }
+  if (outcome == detail::Outcome::ShutDown) detail::throw_shut_down();
+  return outcome == detail::Outcome::Ready;
+}
+
+const Value& Future::get(std::optional<double> timeout) const {
+  if (!wait(timeout)) throw TaskTimeout("the task did not finish in time");
+  if (state_->error_) std::rethrow_exception(state_->error_);
+  return state_->result_;
+}
+
+std::exception_ptr Future::error() const {
+  return state_->finished() ? state_->error_ : nullptr;
+}
+
+std::uint64_t Future::id() const noexcept { return state_->id_; }
+
+Pool::Pool(PoolOptions options) {
+#if PY_VERSION_HEX < 0x030D0000
+  detail::preload_on_caller();
+#endif
+  state_ = std::make_shared<detail::PoolState>(std::move(options));
+  detail::LivePools& live = detail::live_pools();
+  std::lock_guard lock(live.mu);
+  std::erase_if(live.pools, [](const std::weak_ptr<detail::PoolState>& w) { return w.expired(); });
+  live.pools.push_back(state_);
+}
+
+Pool::~Pool() {
+  bool started;
+  {
+    detail::Lock lock(state_->mu_);
+    started = !state_->shut_down_;
+  }
+  // After an explicit shutdown the workers end on their own; otherwise wait
+  // for the submitted tasks, as shutdown() does.
+  if (started) state_->shutdown(/*wait=*/true, /*cancel_pending=*/false);
+}
+
+Future Pool::submit(Value callable, Value args, Value kwargs, Completion on_done) {
+  if (args.kind() != Value::Kind::Tuple) throw InterpreterError("submit() takes args as a tuple");
+  if (!kwargs.is_none() && kwargs.kind() != Value::Kind::Dict) {
+    throw InterpreterError("submit() takes kwargs as a dict or None");
+  }
+  auto task = std::make_shared<TaskState>(std::move(callable), std::move(args), std::move(kwargs),
+                                          false, std::move(on_done));
+  state_->submit(task);
+  return Future(task);
+}
+
+Future Pool::submit_batch(Value callable, Value items, Completion on_done) {
+  if (items.kind() != Value::Kind::List) {
+    throw InterpreterError("submit_batch() takes a list of argument tuples");
+  }
+  for (const Value& item : items.items()) {
+    if (item.kind() != Value::Kind::Tuple) {
+      throw InterpreterError("submit_batch() takes a list of argument tuples");
+    }
+  }
+  auto task = std::make_shared<TaskState>(std::move(callable), std::move(items), Value(), true,
+                                          std::move(on_done));
+  state_->submit(task);
+  return Future(task);
+}
+
+void Pool::shutdown(bool wait, bool cancel_pending) { state_->shutdown(wait, cancel_pending); }
+
+std::size_t Pool::max_workers() const noexcept { return state_->max_workers_; }
+
+std::size_t Pool::worker_count() const noexcept {
+  detail::Lock lock(state_->mu_);
+  return state_->live_;
+}
+
+std::vector<std::int64_t> Pool::interpreter_ids() const {
+  std::vector<std::int64_t> ids;
+  detail::Lock lock(state_->mu_);
+  for (auto& interp : state_->interps_) ids.push_back(interp->id_);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::size_t Pool::pending() const noexcept { return state_->queued_.load(); }
+
+bool Pool::is_shut_down() const noexcept {
+  detail::Lock lock(state_->mu_);
+  return state_->shut_down_;
+}
+
+std::optional<PoolBroken> Pool::broken() const {
+  detail::Lock lock(state_->mu_);
+  return state_->broken_;
+}
+
+}  // namespace subinterp
