@@ -120,10 +120,12 @@ class Future {
 };
 
 // Called once for every task when it ends, with its result (None on error)
-// and its error (null on success): on the worker thread right after the task
-// ran, or on the thread that cancels it, shuts the pool down or finds it
-// broken. The task's Future becomes done when the completion returns. A
-// thread state of the worker's interpreter may be attached: a completion
+// and its error (null on success). It runs on the worker thread right after
+// the task ran, or, when a thread is waiting for the future at that moment,
+// on that thread (with its thread state attached, if it had one); for a
+// task that never ran, on the thread that cancels it, shuts the pool down
+// or finds it broken. The task's Future becomes done when the completion
+// returns. A thread state of some interpreter may be attached: a completion
 // that needs Python attaches its own interpreter with Interpreter::visit().
 // It must not throw.
 using Completion = std::function<void(const Value& result, const std::exception_ptr& error)>;

@@ -102,19 +102,20 @@ class _Future(_base.Future):
         return super().running()
 
     def _wait_task(self, timeout):
+        # Waits for the pool to settle this future, with the GIL released
+        # (Ctrl-C in the main thread stops it); returns the timeout left
+        # for the base class's wait.
         task = self._task
         if task is not None and self._state == _PENDING:
-            # Ends when the future is settled, with the GIL released; Ctrl-C
-            # in the main thread stops it.
             task.wait(timeout)
+            return 0
+        return timeout
 
     def result(self, timeout=None):
-        self._wait_task(timeout)
-        return super().result(0 if self._state != _PENDING else timeout)
+        return super().result(self._wait_task(timeout))
 
     def exception(self, timeout=None):
-        self._wait_task(timeout)
-        return super().exception(0 if self._state != _PENDING else timeout)
+        return super().exception(self._wait_task(timeout))
 
 
 # Executors of this interpreter that have not been shut down, for the exit.

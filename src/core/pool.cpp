@@ -21,7 +21,9 @@ namespace subinterp {
 namespace detail {
 namespace {
 
-enum Phase : int { kPending = 0, kRunning = 1, kDone = 2 };
+// A task is Pending until a worker claims it, Running while it runs, Ran
+// once its result is recorded, Done when its completion has returned.
+enum Phase : int { kPending = 0, kRunning = 1, kRan = 2, kDone = 3 };
 
 std::atomic<std::uint64_t> g_next_task{1};
 
@@ -46,23 +48,35 @@ class TaskState {
   // `error`; false if it had started already.
   bool drop(std::exception_ptr error, bool cancelled) {
     int expected = kPending;
-    if (!phase_.compare_exchange_strong(expected, kDone)) return false;
+    if (!phase_.compare_exchange_strong(expected, kRan)) return false;
     cancelled_ = cancelled;
-    finish(Value(), std::move(error));
+    error_ = std::move(error);
+    complete();
     return true;
   }
 
-  // Records the outcome, runs the completion, then wakes the waiters.
-  void finish(Value result, std::exception_ptr error) noexcept {
+  // Records the worker's outcome. The completion then runs here, unless a
+  // thread is spinning in wait(): that thread runs it, so that a completion
+  // that needs the waiter's own GIL does not wait for the waiter to hand it
+  // over (a sleep and a wake-up on each side).
+  void ran(Value result, std::exception_ptr error) noexcept {
     result_ = std::move(result);
     error_ = std::move(error);
-    phase_.store(kDone);
+    callable_ = args_ = kwargs_ = Value();  // freed on the worker's thread
+    phase_.store(kRan);
+    if (spinners_.load() == 0) complete();
+  }
+
+  // Runs the completion once (whoever claims it first), then wakes the
+  // waiters. Called after ran() or drop().
+  void complete() noexcept {
+    if (claimed_.exchange(true)) return;
     if (on_done_) {
       on_done_(result_, error_);
       on_done_ = nullptr;  // what it holds goes now, not with the future
     }
-    // The inputs are no longer needed; free them on this thread.
     callable_ = args_ = kwargs_ = Value();
+    phase_.store(kDone);
     Lock lock(mu_);
     finished_.store(true, std::memory_order_release);
     waiters_.wake_all();
@@ -75,7 +89,9 @@ class TaskState {
   const bool batch_;
   Completion on_done_;
   std::atomic<int> phase_{kPending};
-  // Written before finished_ is set, read after it is seen.
+  std::atomic<int> spinners_{0};  // threads spinning in wait()
+  std::atomic<bool> claimed_{false};
+  // Written before phase_ is Ran, read after it is seen.
   bool cancelled_ = false;
   Value result_;
   std::exception_ptr error_;
@@ -232,12 +248,12 @@ void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskSt
     }
     // Still attached: a completion that visits another interpreter then
     // reuses this thread's thread state for it.
-    task.finish(std::move(result), std::move(error));
+    task.ran(std::move(result), std::move(error));
     return;
   } catch (...) {
     error = std::current_exception();  // the attachment failed
   }
-  task.finish(Value(), std::move(error));
+  task.ran(Value(), std::move(error));
 }
 
 std::shared_ptr<InterpreterState> PoolState::start_interpreter() {
@@ -457,7 +473,10 @@ void pools_shutdown() {
 using detail::TaskState;
 
 bool Future::done() const noexcept { return state_->finished(); }
-bool Future::running() const noexcept { return state_->phase_.load() == detail::kRunning; }
+bool Future::running() const noexcept {
+  int phase = state_->phase_.load();
+  return phase == detail::kRunning || (phase == detail::kRan && !state_->cancelled_);
+}
 bool Future::cancelled() const noexcept { return state_->finished() && state_->cancelled_; }
 
 bool Future::cancel() noexcept {
@@ -476,11 +495,18 @@ bool Future::wait(std::optional<double> timeout) const {
   if (s.finished()) return true;
   if (timeout && *timeout <= 0) return false;
   detail::Deadline deadline = detail::deadline_after(timeout);
+  {
+    // Spin without the GIL: a quick task's completion, which may need it,
+    // is then run by this thread as soon as the task has run.
+    ++s.spinners_;
+    detail::GilRelease gil;
+    detail::spin_until([&] { return s.phase_.load() >= detail::kRan; }, detail::kFutureSpin);
+    --s.spinners_;
+  }
+  if (s.phase_.load() == detail::kRan) s.complete();
   detail::Outcome outcome;
   {
-    // Released before spinning: the task's completion may need this GIL.
     detail::GilRelease gil;
-    detail::spin_until([&] { return s.finished(); }, detail::kFutureSpin);
     detail::Lock lock(s.mu_);
     outcome = detail::wait_until(lock, s.waiters_, deadline, gil, [&] { return s.finished(); });
     lock.unlock();
