@@ -121,7 +121,9 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   std::condition_variable_any ended_cv_;  // a worker ended
   std::deque<std::shared_ptr<TaskState>> queue_;  // guarded by mu_
   std::atomic<std::size_t> queued_{0};            // queue_.size(), for spinners
-  std::size_t idle_ = 0;                          // workers looking for a task
+  std::size_t idle_ = 0;                          // workers between tasks
+  std::size_t sleeping_ = 0;                      // workers asleep in work_cv_
+  std::atomic<std::size_t> looking_{0};           // workers spinning for a task
   std::size_t live_ = 0;                          // workers started, not ended
   std::size_t next_index_ = 0;
   bool shut_down_ = false;
@@ -199,13 +201,18 @@ void PoolState::submit(const std::shared_ptr<TaskState>& task) {
     join_ended_locked();
     start_worker_locked();
   }
+  // Workers spinning for a task take it without a wake-up; a sleeping one
+  // is woken only for the tasks they leave (a futile wake-up costs both
+  // threads a context switch).
+  bool wake = sleeping_ > 0 && queue_.size() > looking_.load();
   lock.unlock();
-  work_cv_.notify_one();
+  if (wake) work_cv_.notify_one();
 }
 
 std::shared_ptr<TaskState> PoolState::next_task() {
   // Spin briefly first: a task submitted right after the last one finished
   // is taken without either side sleeping.
+  ++looking_;
   spin_until(
       [&] {
         return queued_.load(std::memory_order_acquire) > 0 ||
@@ -213,6 +220,7 @@ std::shared_ptr<TaskState> PoolState::next_task() {
       },
       kSpin);
   Lock lock(mu_);
+  --looking_;
   for (;;) {
     if (!queue_.empty()) {
       std::shared_ptr<TaskState> task = std::move(queue_.front());
@@ -228,7 +236,9 @@ std::shared_ptr<TaskState> PoolState::next_task() {
       --idle_;
       return nullptr;
     }
+    ++sleeping_;
     work_cv_.wait(lock);
+    --sleeping_;
   }
 }
 
