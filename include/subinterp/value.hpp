@@ -10,7 +10,10 @@
 // handles to queues and channel ends (the same queue or channel on both
 // sides); modules (by name); code objects (marshalled); functions (by reference when
 // importable, else by value: code plus the globals, defaults and closure cells
-// they use); and pickled bytes for everything else.
+// they use); classes of `__main__` by value (made again in the target, bound
+// in its `__main__`, and reused there for later values); and pickled bytes
+// for everything else (with the class by value for instances of a class of
+// `__main__`).
 //
 // Values are immutable after capture and may be read from any thread without
 // a lock. Capture and rebuild require the attached thread state of the
@@ -66,6 +69,7 @@ class Value {
     Queue,    // a queue handle
     SendChannel,
     RecvChannel,
+    Instance,  // pickled, with its class of __main__ by value
   };
 
   Value() noexcept = default;  // None

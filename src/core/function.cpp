@@ -1,5 +1,7 @@
 #include "function.hpp"
 
+#include <cstdint>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 
@@ -82,23 +84,200 @@ bool importable(PyObject* func, const std::string& module, const std::string& qu
 
 class FunctionCapture {
  public:
-  FunctionCapture(ValueCapture& values, PyObject* globals, FunctionData& out)
-      : values_(values), globals_(globals), out_(out) {}
+  // Without `classes`, classes of `__main__` the functions use travel as
+  // any other value (by pickle, which names them by reference).
+  FunctionCapture(ValueCapture& values, PyObject* globals, FunctionData& out, bool classes = true)
+      : values_(values), globals_(globals), out_(out), classes_(classes) {}
 
   void run(PyObject* func) {
     add_def(func);
+    add_pending_globals();
+  }
+
+  void run_class(PyObject* cls) {
+    out_.root_class = static_cast<std::int64_t>(add_class(cls, ""));
+    add_pending_globals();
+  }
+
+ private:
+  void add_pending_globals() {
     for (std::size_t next = 0; next < pending_.size(); ++next) {
       PyObject* names = PyTuple_GET_ITEM(pending_[next], 2);
       for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i)
         add_global(PyTuple_GET_ITEM(names, i));
     }
   }
-
- private:
   // A function that can share the namespace: same globals, not importable.
   bool same_namespace(PyObject* obj) {
     return PyFunction_Check(obj) && PyFunction_GetGlobals(obj) == globals_ &&
            !importable(obj, attr_text(obj, "__module__"), attr_text(obj, "__qualname__"));
+  }
+
+  // A class of this namespace that travels by value with it.
+  bool own_class(PyObject* obj) {
+    if (!classes_ || !class_by_value(obj)) return false;
+    PyObject* name = PyDict_GetItemString(globals_, "__name__");  // borrowed
+    return name != nullptr && PyUnicode_Check(name) &&
+           PyUnicode_CompareWithASCIIString(name, "__main__") == 0;
+  }
+
+  // A function of this namespace inside a class's dict (a method, or the
+  // function a staticmethod or classmethod wraps), or -1.
+  std::int64_t method_def(PyObject* obj) {
+    if (obj == nullptr || obj == Py_None || !same_namespace(obj)) return -1;
+    return static_cast<std::int64_t>(add_def(obj));
+  }
+
+  std::size_t add_class(PyObject* cls, const std::string& where) {
+    auto found = class_index_.find(cls);
+    if (found != class_index_.end()) return found->second;
+    ClassDef def;
+    def.name = attr_text(cls, "__name__");
+    def.qualname = attr_text(cls, "__qualname__");
+    def.module = attr_text(cls, "__module__");
+    std::string here = where.empty() ? "" : where;
+    // Bases first, so that they are made first in the target.
+    PyObject* bases = reinterpret_cast<PyTypeObject*>(cls)->tp_bases;  // a tuple
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(bases); ++i) {
+      PyObject* base = PyTuple_GET_ITEM(bases, i);
+      if (own_class(base)) {
+        def.base_classes.push_back(static_cast<std::int64_t>(
+            add_class(base, here + ".__bases__[" + std::to_string(i) + "]")));
+        def.bases.emplace_back();
+      } else {
+        def.base_classes.push_back(-1);
+        def.bases.push_back(nested(base, here + ".__bases__[" + std::to_string(i) + "]"));
+      }
+    }
+    std::size_t index = out_.classes.size();
+    class_index_.emplace(cls, index);
+    out_.classes.emplace_back();
+    def.origin = std::to_string(PyInterpreterState_GetID(PyInterpreterState_Get())) + ":" +
+                 std::to_string(reinterpret_cast<std::uintptr_t>(cls)) + ":" + def.qualname;
+    py::ref dict = py::check(PyObject_GetAttrString(cls, "__dict__"));
+    if (PyMapping_HasKeyString(dict.get(), "__dataclass_params__") == 1 &&
+        PyMapping_HasKeyString(dict.get(), "__dataclass_fields__") == 1) {
+      add_dataclass(dict.get(), def, here);
+    }
+    py::ref items = py::check(PyMapping_Items(dict.get()));
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items.get()); ++i) {
+      PyObject* item = PyList_GET_ITEM(items.get(), i);
+      PyObject* key = PyTuple_GET_ITEM(item, 0);
+      PyObject* value = PyTuple_GET_ITEM(item, 1);
+      if (!PyUnicode_Check(key)) continue;
+      std::string name = utf8(key);
+      if (name == "__dict__" || name == "__weakref__" || name == "__module__" ||
+          name == "__qualname__") {
+        continue;
+      }
+      // Slots: type() makes their descriptors again from __slots__.
+      if (Py_IS_TYPE(value, &PyMemberDescr_Type) || Py_IS_TYPE(value, &PyGetSetDescr_Type)) {
+        continue;
+      }
+      std::string at = here + ".__dict__['" + name + "']";
+      if (def.dataclass && made_by_dataclass(name, value)) continue;
+      if (std::int64_t d = method_def(value); d >= 0) {
+        def.methods.push_back({name, ClassDef::Wrap::Plain, static_cast<std::size_t>(d)});
+        continue;
+      }
+      bool is_static = Py_IS_TYPE(value, &PyStaticMethod_Type);
+      if (is_static || Py_IS_TYPE(value, &PyClassMethod_Type)) {
+        py::ref inner = py::check(PyObject_GetAttrString(value, "__func__"));
+        if (std::int64_t d = method_def(inner.get()); d >= 0) {
+          def.methods.push_back({name, is_static ? ClassDef::Wrap::Static : ClassDef::Wrap::Class,
+                                 static_cast<std::size_t>(d)});
+          continue;
+        }
+      }
+      if (Py_IS_TYPE(value, &PyProperty_Type)) {
+        py::ref fget = py::check(PyObject_GetAttrString(value, "fget"));
+        py::ref fset = py::check(PyObject_GetAttrString(value, "fset"));
+        py::ref fdel = py::check(PyObject_GetAttrString(value, "fdel"));
+        py::ref doc = py::check(PyObject_GetAttrString(value, "__doc__"));
+        auto part = [&](PyObject* f) -> std::optional<std::int64_t> {
+          if (f == Py_None) return -1;
+          std::int64_t d = method_def(f);
+          if (d < 0) return std::nullopt;
+          return d;
+        };
+        auto g = part(fget.get()), st = part(fset.get()), dl = part(fdel.get());
+        if (g && st && dl) {
+          def.properties.push_back({name, *g, *st, *dl, nested(doc.get(), at + ".__doc__")});
+          continue;
+        }
+      }
+      if (own_class(value)) {
+        def.nested_classes.emplace_back(name, add_class(value, at));
+        continue;
+      }
+      def.attrs.emplace_back(name, nested(value, at));
+    }
+    out_.classes[index] = std::move(def);
+    return index;
+  }
+
+  // The parameters and fields of a dataclass (`dict` is its __dict__).
+  void add_dataclass(PyObject* dict, ClassDef& def, const std::string& where) {
+    py::ref dataclasses = py::check(PyImport_ImportModule("dataclasses"));
+    py::ref missing = py::check(PyObject_GetAttrString(dataclasses.get(), "MISSING"));
+    py::ref params = py::check(PyMapping_GetItemString(dict, "__dataclass_params__"));
+    py::ref fields = py::check(PyMapping_GetItemString(dict, "__dataclass_fields__"));
+    static const char* const kParams[] = {"init",     "repr",        "eq",    "order",
+                                          "unsafe_hash", "frozen",   "match_args",
+                                          "kw_only",  "slots",       "weakref_slot"};
+    py::ref param_dict = py::check(PyDict_New());
+    for (const char* name : kParams) {
+      py::ref value = py::ref::steal(PyObject_GetAttrString(params.get(), name));
+      if (!value) {
+        PyErr_Clear();  // not in this Python version
+        continue;
+      }
+      py::check(PyDict_SetItemString(param_dict.get(), name, value.get()));
+    }
+    def.dataclass_params = nested(param_dict.get(), where + ".__dataclass_params__");
+    static const char* const kFieldArgs[] = {"default", "default_factory", "init",   "repr",
+                                             "hash",    "compare",         "kw_only"};
+    py::ref items = py::check(PyMapping_Items(fields.get()));
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items.get()); ++i) {
+      PyObject* name = PyTuple_GET_ITEM(PyList_GET_ITEM(items.get(), i), 0);
+      PyObject* field = PyTuple_GET_ITEM(PyList_GET_ITEM(items.get(), i), 1);
+      py::ref kind = py::check(PyObject_GetAttrString(field, "_field_type"));
+      py::ref kind_name = py::check(PyObject_GetAttrString(kind.get(), "name"));
+      if (PyUnicode_CompareWithASCIIString(kind_name.get(), "_FIELD_CLASSVAR") == 0) continue;
+      py::ref args = py::check(PyDict_New());
+      for (const char* arg : kFieldArgs) {
+        py::ref value = py::check(PyObject_GetAttrString(field, arg));
+        if (value.get() == missing.get()) continue;
+        py::check(PyDict_SetItemString(args.get(), arg, value.get()));
+      }
+      py::ref metadata = py::check(PyObject_GetAttrString(field, "metadata"));
+      if (PyObject_Length(metadata.get()) > 0) {
+        py::ref copy = py::check(PyDict_New());
+        py::check(PyDict_Update(copy.get(), metadata.get()));
+        py::check(PyDict_SetItemString(args.get(), "metadata", copy.get()));
+      }
+      std::string key = utf8(name);
+      def.dataclass_fields.emplace_back(
+          key, nested(args.get(), where + ".__dataclass_fields__['" + key + "']"));
+    }
+    def.dataclass = true;
+  }
+
+  // True for what dataclasses.dataclass() added to a class dict (it adds
+  // them again in the target); methods written in the class are kept.
+  bool made_by_dataclass(const std::string& name, PyObject* value) {
+    static const char* const kMade[] = {
+        "__init__",     "__repr__",     "__eq__",     "__lt__",         "__le__",
+        "__gt__",       "__ge__",       "__setattr__", "__delattr__",   "__hash__",
+        "__match_args__", "__replace__", "__dataclass_params__", "__dataclass_fields__",
+        "__getstate__", "__setstate__", "__slots__"};
+    bool listed = false;
+    for (const char* made : kMade) listed = listed || name == made;
+    if (!listed) return false;
+    if (!PyFunction_Check(value) || !same_namespace(value)) return true;
+    py::ref code = py::ref::borrow(PyFunction_GetCode(value));
+    py::ref filename = py::check(PyObject_GetAttrString(code.get(), "co_filename"));
+    return PyUnicode_CompareWithASCIIString(filename.get(), "<string>") == 0;
   }
 
   std::size_t add_def(PyObject* func) {
@@ -123,10 +302,18 @@ class FunctionCapture {
         def.empty_cells.push_back(content == nullptr);
         if (content != nullptr && same_namespace(content)) {
           def.cell_defs.push_back(static_cast<std::int64_t>(add_def(content)));
+          def.cell_classes.push_back(-1);
           def.cells.emplace_back();
           continue;
         }
         def.cell_defs.push_back(-1);
+        if (content != nullptr && own_class(content)) {
+          // The __class__ cell of a method that uses super(), for one.
+          def.cell_classes.push_back(static_cast<std::int64_t>(add_class(content, "")));
+          def.cells.emplace_back();
+          continue;
+        }
+        def.cell_classes.push_back(-1);
         def.cells.push_back(content == nullptr ? Value()
                                                : nested(content, where + ".__closure__[" +
                                                                      std::to_string(i) + "]"));
@@ -150,6 +337,10 @@ class FunctionCapture {
       out_.global_defs.emplace_back(key, add_def(value));
       return;
     }
+    if (own_class(value)) {
+      out_.global_classes.emplace_back(key, add_class(value, ".__globals__['" + key + "']"));
+      return;
+    }
     out_.globals.emplace_back(key, nested(value, ".__globals__['" + key + "']"));
   }
 
@@ -168,6 +359,8 @@ class FunctionCapture {
   FunctionData& out_;
   py::ref seen_ = py::check(PySet_New(nullptr));
   std::unordered_map<PyObject*, std::size_t> def_index_;
+  std::unordered_map<PyObject*, std::size_t> class_index_;
+  bool classes_;
   std::vector<PyObject*> pending_;  // code entries, borrowed from the cache
 };
 
@@ -185,13 +378,16 @@ py::ref make_function(const FunctionDef& def, PyObject* globals) {
 
 // Closures are set once every function of the namespace exists: a cell may
 // hold any of them (itself included).
-void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::ref>& funcs) {
+void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::ref>& funcs,
+                 const std::vector<py::ref>& classes) {
   if (def.cells.empty()) return;
   py::ref closure = py::check(PyTuple_New(static_cast<Py_ssize_t>(def.cells.size())));
   for (std::size_t i = 0; i < def.cells.size(); ++i) {
     py::ref content;
     if (def.cell_defs[i] >= 0) {
       content = funcs[static_cast<std::size_t>(def.cell_defs[i])];
+    } else if (i < def.cell_classes.size() && def.cell_classes[i] >= 0) {
+      content = classes[static_cast<std::size_t>(def.cell_classes[i])];
     } else if (!def.empty_cells[i]) {
       content = def.cells[i].rebuild();
     }
@@ -201,7 +397,137 @@ void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::r
   py::check(PyFunction_SetClosure(func, closure.get()));
 }
 
+// The class `def` describes, made in the attached interpreter with the
+// functions already made for its methods. A class made earlier in this
+// interpreter from the same original is reused: instances then keep one
+// class across calls, and pickle finds it. A top-level class of `__main__`
+// is also bound there under its name (unless that name holds something
+// else), so that pickled instances of it are rebuilt here as instances.
+py::ref make_class(const ClassDef& def, const std::vector<py::ref>& funcs,
+                   const std::vector<py::ref>& classes) {
+  InterpCache& c = cache();
+  py::ref origin = make_str(def.origin);
+  if (PyObject* known = PyDict_GetItemWithError(c.classes_in, origin.get())) {
+    return py::ref::borrow(known);
+  }
+  if (PyErr_Occurred()) py::throw_python_error();
+  py::ref bases = py::check(PyTuple_New(static_cast<Py_ssize_t>(def.bases.size())));
+  for (std::size_t i = 0; i < def.bases.size(); ++i) {
+    py::ref base = def.base_classes[i] >= 0 ? classes[static_cast<std::size_t>(def.base_classes[i])]
+                                            : def.bases[i].rebuild();
+    PyTuple_SET_ITEM(bases.get(), static_cast<Py_ssize_t>(i), base.release());
+  }
+  py::ref ns = py::check(PyDict_New());
+  py::ref module = make_str(def.module);
+  py::ref qualname = make_str(def.qualname);
+  py::check(PyDict_SetItemString(ns.get(), "__module__", module.get()));
+  py::check(PyDict_SetItemString(ns.get(), "__qualname__", qualname.get()));
+  for (const auto& [name, value] : def.attrs) {
+    py::check(PyDict_SetItemString(ns.get(), name.c_str(), value.rebuild().get()));
+  }
+  for (const auto& [name, index] : def.nested_classes) {
+    py::check(PyDict_SetItemString(ns.get(), name.c_str(), classes[index].get()));
+  }
+  for (const ClassDef::Method& m : def.methods) {
+    py::ref func = funcs[m.def];
+    if (m.wrap == ClassDef::Wrap::Static) func = py::check(PyStaticMethod_New(func.get()));
+    if (m.wrap == ClassDef::Wrap::Class) func = py::check(PyClassMethod_New(func.get()));
+    py::check(PyDict_SetItemString(ns.get(), m.name.c_str(), func.get()));
+  }
+  for (const ClassDef::Property& p : def.properties) {
+    auto part = [&](std::int64_t index) {
+      return index >= 0 ? funcs[static_cast<std::size_t>(index)] : py::ref::borrow(Py_None);
+    };
+    py::ref doc = p.doc.rebuild();
+    py::ref prop = py::check(PyObject_CallFunctionObjArgs(
+        reinterpret_cast<PyObject*>(&PyProperty_Type), part(p.fget).get(), part(p.fset).get(),
+        part(p.fdel).get(), doc.get(), nullptr));
+    py::check(PyDict_SetItemString(ns.get(), p.name.c_str(), prop.get()));
+  }
+  py::ref dataclasses;
+  if (def.dataclass) {
+    dataclasses = py::check(PyImport_ImportModule("dataclasses"));
+    py::ref field = py::check(PyObject_GetAttrString(dataclasses.get(), "field"));
+    py::ref no_args = py::check(PyTuple_New(0));
+    for (const auto& [field_name, args] : def.dataclass_fields) {
+      py::ref kwargs = args.rebuild();
+      py::ref made = py::check(PyObject_Call(field.get(), no_args.get(), kwargs.get()));
+      py::check(PyDict_SetItemString(ns.get(), field_name.c_str(), made.get()));
+    }
+  }
+  py::ref name = make_str(def.name);
+  py::ref cls = py::check(PyObject_CallFunctionObjArgs(reinterpret_cast<PyObject*>(&PyType_Type),
+                                                       name.get(), bases.get(), ns.get(), nullptr));
+  if (def.dataclass) {
+    py::ref decorate = py::check(PyObject_GetAttrString(dataclasses.get(), "dataclass"));
+    py::ref no_args = py::check(PyTuple_New(0));
+    py::ref params = def.dataclass_params.rebuild();
+    py::ref decorator = py::check(PyObject_Call(decorate.get(), no_args.get(), params.get()));
+    cls = py::check(PyObject_CallOneArg(decorator.get(), cls.get()));
+  }
+  if (PyDict_GET_SIZE(c.classes_in) >= kMaxCachedCode) PyDict_Clear(c.classes_in);
+  py::check(PyDict_SetItem(c.classes_in, origin.get(), cls.get()));
+  if (def.module == "__main__" && def.qualname == def.name) {
+    PyObject* main = PyImport_AddModule("__main__");  // borrowed
+    if (main == nullptr) py::throw_python_error();
+    py::ref current = py::ref::steal(PyObject_GetAttr(main, name.get()));
+    if (!current) PyErr_Clear();
+    bool ours = false;
+    if (current) {
+      // Bound by an earlier rebuild of a class of that name?
+      PyObject* key = nullptr;
+      PyObject* value = nullptr;
+      Py_ssize_t pos = 0;
+      while (!ours && PyDict_Next(c.classes_in, &pos, &key, &value)) ours = value == current.get();
+    }
+    if (!current || ours) py::check(PyObject_SetAttr(main, name.get(), cls.get()));
+  }
+  return cls;
+}
+
 }  // namespace
+
+// The namespace of a class's methods: that of `__main__` for a class
+// defined there, the one its methods were made with for a class rebuilt by
+// value (which may travel on, say as the class of a result).
+PyObject* class_globals(PyObject* cls) {
+  PyObject* dict = reinterpret_cast<PyTypeObject*>(cls)->tp_dict;
+  PyObject* key = nullptr;
+  PyObject* value = nullptr;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(dict, &pos, &key, &value)) {
+    PyObject* func = value;
+    if (Py_IS_TYPE(value, &PyStaticMethod_Type) || Py_IS_TYPE(value, &PyClassMethod_Type)) {
+      func = PyObject_GetAttrString(value, "__func__");
+      if (func == nullptr) {
+        PyErr_Clear();
+        continue;
+      }
+      Py_DECREF(func);  // still held by the wrapper
+    }
+    if (PyFunction_Check(func)) return PyFunction_GetGlobals(func);
+  }
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  if (main == nullptr) py::throw_python_error();
+  return PyModule_GetDict(main);
+}
+
+bool class_by_value(PyObject* obj) {
+  if (!PyType_Check(obj) || !Py_IS_TYPE(obj, &PyType_Type)) return false;
+  if (!PyType_HasFeature(reinterpret_cast<PyTypeObject*>(obj), Py_TPFLAGS_HEAPTYPE)) return false;
+  PyObject* module = PyDict_GetItemString(reinterpret_cast<PyTypeObject*>(obj)->tp_dict,
+                                          "__module__");  // borrowed
+  return module != nullptr && PyUnicode_Check(module) &&
+         PyUnicode_CompareWithASCIIString(module, "__main__") == 0;
+}
+
+std::shared_ptr<const FunctionData> capture_class(PyObject* cls, ValueCapture& capture) {
+  auto data = std::make_shared<FunctionData>();
+  data->module = "__main__";
+  data->qualname = attr_text(cls, "__qualname__");
+  FunctionCapture(capture, class_globals(cls), *data).run_class(cls);
+  return data;
+}
 
 std::string marshal_code(PyObject* code) {
   return bytes_text(PyTuple_GET_ITEM(code_entry(code), 1));
@@ -247,7 +573,18 @@ std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCaptur
     data->by_reference = true;
     return data;
   }
-  FunctionCapture(capture, PyFunction_GetGlobals(func), *data).run(func);
+  try {
+    FunctionCapture(capture, PyFunction_GetGlobals(func), *data).run(func);
+  } catch (NotShareable&) {
+    // A class it uses cannot travel by value (one of its attributes cannot):
+    // send the function as before classes travelled, naming such classes
+    // by reference, which works where the target defines them itself.
+    auto plain = std::make_shared<FunctionData>();
+    plain->module = data->module;
+    plain->qualname = data->qualname;
+    FunctionCapture(capture, PyFunction_GetGlobals(func), *plain, /*classes=*/false).run(func);
+    return plain;
+  }
   return data;
 }
 
@@ -291,10 +628,21 @@ py::ref build_function(const FunctionData& data) {
   std::vector<py::ref> funcs;
   funcs.reserve(data.defs.size());
   for (const FunctionDef& def : data.defs) funcs.push_back(make_function(def, globals.get()));
-  for (std::size_t i = 0; i < funcs.size(); ++i) set_closure(data.defs[i], funcs[i].get(), funcs);
+  // Classes after the functions their methods are, before the closures
+  // (a method's __class__ cell holds its class).
+  std::vector<py::ref> classes;
+  classes.reserve(data.classes.size());
+  for (const ClassDef& def : data.classes) classes.push_back(make_class(def, funcs, classes));
+  for (std::size_t i = 0; i < funcs.size(); ++i) {
+    set_closure(data.defs[i], funcs[i].get(), funcs, classes);
+  }
   for (const auto& [key, index] : data.global_defs) {
     py::check(PyDict_SetItemString(globals.get(), key.c_str(), funcs[index].get()));
   }
+  for (const auto& [key, index] : data.global_classes) {
+    py::check(PyDict_SetItemString(globals.get(), key.c_str(), classes[index].get()));
+  }
+  if (data.root_class >= 0) return classes[static_cast<std::size_t>(data.root_class)];
   return funcs.front();
 }
 

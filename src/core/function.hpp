@@ -22,7 +22,43 @@ struct FunctionDef {
   Value kwdefaults;          // None or a dict
   std::vector<Value> cells;  // closure cell contents
   std::vector<bool> empty_cells;
-  std::vector<std::int64_t> cell_defs;  // index into FunctionData::defs, or -1
+  std::vector<std::int64_t> cell_defs;     // index into FunctionData::defs, or -1
+  std::vector<std::int64_t> cell_classes;  // index into FunctionData::classes, or -1
+};
+
+// One class of `__main__` shipped by value: made again in the target with
+// type(name, bases, namespace). Its methods are FunctionDefs of the same
+// namespace.
+struct ClassDef {
+  enum class Wrap : std::uint8_t { Plain, Static, Class };
+  struct Method {
+    std::string name;
+    Wrap wrap;
+    std::size_t def;  // index into FunctionData::defs
+  };
+  struct Property {
+    std::string name;
+    std::int64_t fget, fset, fdel;  // indices into FunctionData::defs, or -1
+    Value doc;
+  };
+  std::string name;
+  std::string qualname;
+  std::string module;
+  // Identifies the original class in this process: a class rebuilt once in
+  // an interpreter is reused there for later values.
+  std::string origin;
+  std::vector<Value> bases;
+  std::vector<std::int64_t> base_classes;  // index into FunctionData::classes, or -1
+  std::vector<std::pair<std::string, Value>> attrs;
+  std::vector<std::pair<std::string, std::size_t>> nested_classes;
+  std::vector<Method> methods;
+  std::vector<Property> properties;
+  // A dataclass is sent as written (its generated methods left out) and
+  // decorated again in the target: dataclasses.dataclass(**params), with
+  // each field as dataclasses.field(**field_args).
+  bool dataclass = false;
+  Value dataclass_params;                                // dict
+  std::vector<std::pair<std::string, Value>> dataclass_fields;  // name, kwargs dict
 };
 
 // A function in transit. By reference: `module` and `qualname` name it. By
@@ -36,11 +72,22 @@ struct FunctionData {
   std::vector<FunctionDef> defs;
   std::vector<std::pair<std::string, Value>> globals;
   std::vector<std::pair<std::string, std::size_t>> global_defs;
+  // Classes of `__main__` the functions use, by value (bases first).
+  std::vector<ClassDef> classes;
+  std::vector<std::pair<std::string, std::size_t>> global_classes;
+  // When >= 0, the value is this class, not defs[0].
+  std::int64_t root_class = -1;
+  // For Value::Kind::Instance: the pickled instance of root_class.
+  std::string pickled;
 };
 
 namespace detail {
 
 std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCapture& capture);
+// True for a class defined at the top level of `__main__` (or in a function
+// there) with the plain metaclass: such a class travels by value.
+bool class_by_value(PyObject* obj);
+std::shared_ptr<const FunctionData> capture_class(PyObject* cls, ValueCapture& capture);
 // A builtin function reachable as module.qualname, by reference; null when
 // it is not (a bound method of an object, say).
 std::shared_ptr<const FunctionData> capture_builtin(PyObject* func);

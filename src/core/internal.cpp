@@ -24,6 +24,7 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->builtins);
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
+  Py_CLEAR(c->classes_in);
   Py_CLEAR(c->shared_buffer_type);
   Py_CLEAR(c->str_builtins);
   Py_CLEAR(c->str_name);
@@ -95,6 +96,7 @@ InterpCache& find_cache(PyInterpreterState* interp) {
   c->str_name = py::check(PyUnicode_InternFromString("__name__")).release();
   c->code_out = py::check(PyDict_New()).release();
   c->code_in = py::check(PyDict_New()).release();
+  c->classes_in = py::check(PyDict_New()).release();
   return *c;
 }
 

@@ -20,6 +20,7 @@ struct InterpCache {
   PyObject* builtins = nullptr;
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
+  PyObject* classes_in = nullptr;  // {origin: class} of classes rebuilt by value
   PyObject* shared_buffer_type = nullptr;
   PyObject* str_builtins = nullptr;  // "__builtins__", interned
   PyObject* str_name = nullptr;      // "__name__", interned

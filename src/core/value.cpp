@@ -108,6 +108,9 @@ class ValueCapture {
     if (PyCFunction_Check(obj)) {
       if (auto data = detail::capture_builtin(obj)) return Value(Value::Kind::Function, data);
     }
+    if (detail::class_by_value(obj)) {
+      return Value(Value::Kind::Function, detail::capture_class(obj, *this));
+    }
     auto hook = g_capture_handle.load(std::memory_order_acquire);
     if (hook == nullptr && load_extension_hooks(false)) {
       hook = g_capture_handle.load(std::memory_order_acquire);
@@ -265,7 +268,7 @@ class ValueCapture {
     return Value(Value::Kind::Function, detail::capture_function(obj, *this));
   }
 
-  static Value pickled(PyObject* obj) {
+  Value pickled(PyObject* obj) {
     py::ref data;
     try {
       data = detail::pickle_dumps(obj);
@@ -275,6 +278,24 @@ class ValueCapture {
       std::string reason = text ? detail::utf8(text.get()) : "it cannot be pickled";
       PyErr_Clear();
       throw NotShareable(detail::type_qualname(obj), reason);
+    }
+    // An instance of a class of `__main__` takes its class along by value,
+    // so that the target can unpickle it (its own `__main__` has no such
+    // class unless the class was sent before).
+    PyObject* cls = reinterpret_cast<PyObject*>(Py_TYPE(obj));
+    if (detail::class_by_value(cls)) {
+      std::shared_ptr<const FunctionData> captured;
+      try {
+        captured = detail::capture_class(cls, *this);
+      } catch (NotShareable&) {
+        // The class cannot travel by value; the instance still may, where
+        // the target defines the class itself.
+      }
+      if (captured) {
+        auto with_class = std::make_shared<FunctionData>(*captured);
+        with_class->pickled = as_bytes(data.get());
+        return Value(Value::Kind::Instance, std::shared_ptr<const FunctionData>(with_class));
+      }
     }
     return Value(Value::Kind::Pickled, as_bytes(data.get()));
   }
@@ -398,6 +419,11 @@ class ValueBuilder {
         return detail::build_function(*std::get<std::shared_ptr<const FunctionData>>(v.storage_));
       case K::Pickled:
         return detail::pickle_loads(v.as_string());
+      case K::Instance: {
+        const FunctionData& data = *std::get<std::shared_ptr<const FunctionData>>(v.storage_);
+        detail::build_function(data);  // makes (and binds) the class first
+        return detail::pickle_loads(data.pickled);
+      }
       case K::Queue:
       case K::SendChannel:
       case K::RecvChannel:

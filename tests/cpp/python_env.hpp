@@ -29,7 +29,8 @@ inline void PrintTo(Value::Kind kind, std::ostream* out) {
   static const char* const kNames[] = {"None",    "Bool", "Int",      "BigInt",    "Float",
                                        "Complex", "Str",  "Bytes",    "ByteArray", "Tuple",
                                        "List",    "Dict", "Set",      "FrozenSet", "Buffer",
-                                       "Module",  "Code", "Function", "Pickled"};
+                                       "Module",  "Code", "Function", "Pickled",
+                                       "Queue",   "SendChannel", "RecvChannel", "Instance"};
   auto index = static_cast<std::size_t>(kind);
   if (index < sizeof(kNames) / sizeof(kNames[0])) {
     *out << "Kind::" << kNames[index];
