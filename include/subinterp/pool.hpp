@@ -149,7 +149,9 @@ class Pool {
   // Stops taking tasks. With `cancel_pending`, tasks no worker has started
   // are cancelled. With `wait`, returns when every worker has finished its
   // tasks and ended its interpreter; without, returns at once and the
-  // workers end on their own.
+  // workers end on their own. In the main thread of the main interpreter a
+  // signal handler that raises (Ctrl-C) ends the wait with py::PythonError
+  // (the pool stays shut down).
   void shutdown(bool wait = true, bool cancel_pending = false);
 
   std::size_t max_workers() const noexcept;

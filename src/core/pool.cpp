@@ -27,6 +27,9 @@ enum Phase : int { kPending = 0, kRunning = 1, kRan = 2, kDone = 3 };
 
 std::atomic<std::uint64_t> g_next_task{1};
 
+// The pool whose worker this thread is, if any.
+thread_local const void* t_worker_of = nullptr;
+
 }  // namespace
 
 class TaskState {
@@ -109,7 +112,9 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   ~PoolState();
 
   void submit(const std::shared_ptr<TaskState>& task);
-  void shutdown(bool wait, bool cancel_pending);
+  // With `interruptible`, a signal handler that raises ends the wait
+  // (throws py::PythonError).
+  void shutdown(bool wait, bool cancel_pending, bool interruptible = true);
   // Runtime shutdown: cancel, interrupt, join with a grace period.
   void stop_for_exit();
 
@@ -119,6 +124,7 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   Mutex mu_;
   std::condition_variable_any work_cv_;   // a task was queued, or stopping
   std::condition_variable_any ended_cv_;  // a worker ended
+  WaitList ended_waiters_;                // shutdown(wait) callers, guarded by mu_
   std::deque<std::shared_ptr<TaskState>> queue_;  // guarded by mu_
   std::atomic<std::size_t> queued_{0};            // queue_.size(), for spinners
   std::size_t idle_ = 0;                          // workers between tasks
@@ -358,6 +364,7 @@ void PoolState::drop_queued(std::exception_ptr error, bool cancelled) {
 }
 
 void PoolState::worker_main(std::size_t index) {
+  t_worker_of = this;
   name_thread(options_.thread_name_prefix, index);
   bool more = true;
   while (more) {
@@ -385,6 +392,7 @@ void PoolState::worker_main(std::size_t index) {
     if (more) --idle_;  // left after a failed start, still counted idle
     --live_;
     ended_.push_back(std::this_thread::get_id());
+    if (live_ == 0) ended_waiters_.wake_all();
   }
   ended_cv_.notify_all();
 }
@@ -404,7 +412,7 @@ void PoolState::join_ended_locked() {
   }
 }
 
-void PoolState::shutdown(bool wait, bool cancel_pending) {
+void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
   {
     Lock lock(mu_);
     shut_down_ = true;
@@ -416,11 +424,30 @@ void PoolState::shutdown(bool wait, bool cancel_pending) {
                 true);
   }
   if (!wait) return;
-  std::vector<std::thread> threads;
-  {
-    DetachGuard detached;  // workers may need this thread's GIL to finish
+  if (t_worker_of == this) {
+    throw PoolShutDown(
+        "the pool is shut down, but a task of the pool cannot wait for the pool's workers "
+        "(itself among them) to end");
+  }
+  if (!interruptible) {
+    DetachGuard detached;
     Lock lock(mu_);
     ended_cv_.wait(lock, [&] { return live_ == 0; });
+  } else {
+    // Workers may need this thread's GIL to finish; in the main thread a
+    // signal handler that raises (Ctrl-C) ends the wait.
+    GilRelease gil;
+    Lock lock(mu_);
+    Outcome outcome =
+        wait_until(lock, ended_waiters_, std::nullopt, gil, [&] { return live_ == 0; });
+    lock.unlock();
+    if (outcome == Outcome::Interrupted) py::throw_python_error();
+    if (outcome == Outcome::ShutDown) return;  // the runtime's shutdown joins them
+  }
+  std::vector<std::thread> threads;
+  {
+    DetachGuard detached;  // an ending thread may need this thread's GIL
+    Lock lock(mu_);
     threads.swap(threads_);
     ended_.clear();
     lock.unlock();
@@ -557,7 +584,7 @@ Pool::~Pool() {
   }
   // After an explicit shutdown the workers end on their own; otherwise wait
   // for the submitted tasks, as shutdown() does.
-  if (started) state_->shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  if (started) state_->shutdown(/*wait=*/true, /*cancel_pending=*/false, /*interruptible=*/false);
 }
 
 Future Pool::submit(Value callable, Value args, Value kwargs, Completion on_done) {
