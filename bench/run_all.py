@@ -15,7 +15,7 @@ import _common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ("demo.py", "bench_module_level.py", "bench_lifecycle.py",
-           "bench_call.py", "bench_queue.py")
+           "bench_call.py", "bench_queue.py", "bench_pool.py")
 
 
 def parse_args(argv):
