@@ -145,6 +145,8 @@ class Pool {
   // list `items` and returns the list of results. The first exception ends
   // the batch and is its error.
   Future submit_batch(Value callable, Value items, Completion on_done = {});
+  // The same for callable(items[i]): one argument per item of the list.
+  Future submit_each(Value callable, Value items, Completion on_done = {});
 
   // Stops taking tasks. With `cancel_pending`, tasks no worker has started
   // are cancelled. With `wait`, returns when every worker has finished its

@@ -252,10 +252,11 @@ class InterpreterPoolExecutor(_base.Executor):
             raise RuntimeError('cannot schedule new futures after '
                                'interpreter shutdown')
 
-    def _submit_batch(self, fn, items):
+    def _submit_batch(self, fn, items, unpack):
+        # One task calling fn(*item) (unpack) or fn(item) for each item.
         future = _Future()
         try:
-            future._task = self._pool.submit_batch(future, fn, items)
+            future._task = self._pool.submit_batch(future, fn, items, unpack)
         except NotShareableError as exc:
             self._check_open()
             future.set_exception(exc)
@@ -283,39 +284,45 @@ class InterpreterPoolExecutor(_base.Executor):
             if buffersize < 1:
                 raise ValueError('buffersize must be None or > 0')
         end_time = None if timeout is None else timeout + time.monotonic()
-        args_iter = zip(*iterables)
         if chunksize == 1:
-            tasks = (self.submit(fn, *args) for args in args_iter)
+            tasks = (self.submit(fn, *args) for args in zip(*iterables))
+        elif len(iterables) == 1:
+            # Chunks of the items themselves: no argument tuples to build.
+            items = iter(iterables[0])
+            chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
+            tasks = (self._submit_batch(fn, chunk, False) for chunk in chunks)
         else:
-            tasks = (self._submit_batch(fn, list(chunk))
-                     for chunk in _batched(args_iter, chunksize))
+            args = zip(*iterables)
+            chunks = iter(lambda: list(itertools.islice(args, chunksize)), [])
+            tasks = (self._submit_batch(fn, chunk, True) for chunk in chunks)
         if buffersize is None:
             futures = collections.deque(tasks)
             tasks = iter(())
         else:
             futures = collections.deque(itertools.islice(tasks, buffersize))
-        return self._results(futures, tasks, end_time, chunksize > 1)
+        results = self._results(futures, tasks, end_time)
+        if chunksize == 1:
+            return results
+        # Each result is a chunk's list; chain yields their items without a
+        # Python frame per item.
+        return itertools.chain.from_iterable(results)
 
     @staticmethod
-    def _results(futures, more, end_time, chunked):
+    def _results(futures, more, end_time):
         # A generator of its own, so that map() checks its arguments and
-        # submits at once, as Executor.map does.
+        # submits at once, as Executor.map does. Closing it (or an error)
+        # cancels what has not started.
         try:
             while futures:
                 future = futures.popleft()
-                try:
-                    if end_time is None:
-                        result = future.result()
-                    else:
-                        result = future.result(end_time - time.monotonic())
-                finally:
-                    future = None
+                if end_time is None:
+                    result = future.result()
+                else:
+                    result = future.result(end_time - time.monotonic())
+                del future
                 for submitted in itertools.islice(more, 1):
                     futures.append(submitted)
-                if chunked:
-                    yield from result
-                else:
-                    yield result
+                yield result
         finally:
             for future in futures:
                 future.cancel()
@@ -339,8 +346,3 @@ class InterpreterPoolExecutor(_base.Executor):
         # Ids of the workers' interpreters (for tests and diagnostics).
         return self._pool.interpreter_ids()
 
-
-def _batched(iterable, n):
-    it = iter(iterable)
-    while chunk := tuple(itertools.islice(it, n)):
-        yield chunk

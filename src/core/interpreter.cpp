@@ -271,19 +271,24 @@ Value call_attached(const Value& callable, const Value& args, const Value& kwarg
   }
 }
 
-Value call_each_attached(const Value& callable, const Value& items) {
+Value call_each_attached(const Value& callable, const Value& items, bool unpack) {
   if (items.kind() != Value::Kind::List && items.kind() != Value::Kind::Tuple) {
-    throw InterpreterError("a batch takes a list of argument tuples");
+    throw InterpreterError("a batch takes a list");
   }
   py::ref func = callable.rebuild();
   const auto& all = items.items();
   py::ref results = py::check(PyList_New(static_cast<Py_ssize_t>(all.size())));
   for (std::size_t i = 0; i < all.size(); ++i) {
-    py::ref args = all[i].rebuild();
-    if (!PyTuple_Check(args.get())) {
-      throw InterpreterError("a batch takes a list of argument tuples");
+    py::ref arg = all[i].rebuild();
+    py::ref out;
+    if (unpack) {
+      if (!PyTuple_Check(arg.get())) {
+        throw InterpreterError("a batch takes a list of argument tuples");
+      }
+      out = call_in_main(func.get(), arg.get(), nullptr);
+    } else {
+      out = py::check(PyObject_CallOneArg(func.get(), arg.get()));
     }
-    py::ref out = call_in_main(func.get(), args.get(), nullptr);
     PyList_SET_ITEM(results.get(), static_cast<Py_ssize_t>(i), out.release());
   }
   try {

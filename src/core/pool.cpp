@@ -34,12 +34,14 @@ thread_local const void* t_worker_of = nullptr;
 
 class TaskState {
  public:
-  TaskState(Value callable, Value args, Value kwargs, bool batch, Completion on_done)
+  enum class Mode : std::uint8_t { Call, Batch, Each };
+
+  TaskState(Value callable, Value args, Value kwargs, Mode mode, Completion on_done)
       : id_(g_next_task.fetch_add(1)),
         callable_(std::move(callable)),
         args_(std::move(args)),
         kwargs_(std::move(kwargs)),
-        batch_(batch),
+        mode_(mode),
         on_done_(std::move(on_done)) {}
 
   // Claims the task for a worker; false if it was cancelled.
@@ -89,7 +91,7 @@ class TaskState {
 
   const std::uint64_t id_;
   Value callable_, args_, kwargs_;
-  const bool batch_;
+  const Mode mode_;
   Completion on_done_;
   std::atomic<int> phase_{kPending};
   std::atomic<int> spinners_{0};  // threads spinning in wait()
@@ -254,8 +256,10 @@ void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskSt
   try {
     Attachment attached(interp, /*run=*/true);
     try {
-      result = task.batch_ ? call_each_attached(task.callable_, task.args_)
-                           : call_attached(task.callable_, task.args_, task.kwargs_);
+      result = task.mode_ == TaskState::Mode::Call
+                   ? call_attached(task.callable_, task.args_, task.kwargs_)
+                   : call_each_attached(task.callable_, task.args_,
+                                        task.mode_ == TaskState::Mode::Batch);
     } catch (py::PythonError& e) {
       py::ref exc = e.take();
       error = std::make_exception_ptr(ExecutionFailed(ExceptionSnapshot::capture(exc.get())));
@@ -593,7 +597,7 @@ Future Pool::submit(Value callable, Value args, Value kwargs, Completion on_done
     throw InterpreterError("submit() takes kwargs as a dict or None");
   }
   auto task = std::make_shared<TaskState>(std::move(callable), std::move(args), std::move(kwargs),
-                                          false, std::move(on_done));
+                                          TaskState::Mode::Call, std::move(on_done));
   state_->submit(task);
   return Future(task);
 }
@@ -607,8 +611,16 @@ Future Pool::submit_batch(Value callable, Value items, Completion on_done) {
       throw InterpreterError("submit_batch() takes a list of argument tuples");
     }
   }
-  auto task = std::make_shared<TaskState>(std::move(callable), std::move(items), Value(), true,
-                                          std::move(on_done));
+  auto task = std::make_shared<TaskState>(std::move(callable), std::move(items), Value(),
+                                          TaskState::Mode::Batch, std::move(on_done));
+  state_->submit(task);
+  return Future(task);
+}
+
+Future Pool::submit_each(Value callable, Value items, Completion on_done) {
+  if (items.kind() != Value::Kind::List) throw InterpreterError("submit_each() takes a list");
+  auto task = std::make_shared<TaskState>(std::move(callable), std::move(items), Value(),
+                                          TaskState::Mode::Each, std::move(on_done));
   state_->submit(task);
   return Future(task);
 }

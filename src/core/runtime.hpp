@@ -88,11 +88,12 @@ void interrupt_runs(const std::shared_ptr<InterpreterState>& state);
 void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state);
 // With a thread state of the target attached: runs source in __main__;
 // calls callable(*args, **kwargs) and captures the result; calls
-// callable(*item) for each tuple of `items` and captures the list of
-// results. Throw py::PythonError, NotShareable (path "result").
+// callable(*item) (with `unpack`) or callable(item) for each item of the
+// list `items` and captures the list of results. Throw py::PythonError,
+// NotShareable (path "result").
 void exec_attached(const std::string& source);
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs);
-Value call_each_attached(const Value& callable, const Value& items);
+Value call_each_attached(const Value& callable, const Value& items, bool unpack);
 // Stops every live pool (for shutdown()): no new tasks, queued ones
 // cancelled, running ones interrupted, workers joined (3 s grace).
 void pools_shutdown();

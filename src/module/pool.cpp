@@ -238,27 +238,33 @@ PyObject* p_submit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   });
 }
 
-// submit_batch(future, fn, items) -> Task: items is a list of arg tuples.
+// submit_batch(future, fn, items, unpack) -> Task: calls fn(*item) for
+// each tuple of the list items (unpack true), or fn(item) for each item.
 PyObject* p_submit_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
-  if (!check_nargs("submit_batch", nargs, 3, 3)) return nullptr;
+  if (!check_nargs("submit_batch", nargs, 4, 4)) return nullptr;
   PoolObject* p = as_pool(self);
   return entry(p->module, [&] {
+    bool unpack = py::check(PyObject_IsTrue(args[3])) != 0;
     if (!PyList_Check(args[2])) {
-      PyErr_SetString(PyExc_TypeError, "submit_batch(): items must be a list of tuples");
+      PyErr_SetString(PyExc_TypeError, "submit_batch(): items must be a list");
       py::throw_python_error();
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[2]); ++i) {
-      if (!PyTuple_Check(PyList_GET_ITEM(args[2], i))) {
-        PyErr_SetString(PyExc_TypeError, "submit_batch(): items must be a list of tuples");
-        py::throw_python_error();
+    if (unpack) {
+      for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[2]); ++i) {
+        if (!PyTuple_Check(PyList_GET_ITEM(args[2], i))) {
+          PyErr_SetString(PyExc_TypeError, "submit_batch(): items must be a list of tuples");
+          py::throw_python_error();
+        }
       }
     }
     si::Value fn = capture_arg(args[1], "fn");
     si::Value items = capture_arg(args[2], "args");
     auto delivery = std::make_shared<Delivery>(*p->home, p->module, p->settle, args[0]);
     try {
-      si::Future f = p->pool->submit_batch(std::move(fn), std::move(items),
-                                           completion_for(delivery));
+      si::Future f = unpack ? p->pool->submit_batch(std::move(fn), std::move(items),
+                                                    completion_for(delivery))
+                            : p->pool->submit_each(std::move(fn), std::move(items),
+                                                   completion_for(delivery));
       return task_new(p->module, std::move(f));
     } catch (...) {
       delivery->drop();
@@ -307,7 +313,7 @@ PyObject* p_max_workers(PyObject* self, void*) {
 PyMethodDef pool_methods[] = {
     {"submit", SUBINTERP_FN(p_submit), METH_FASTCALL, "submit(future, fn, args, kwargs) -> Task"},
     {"submit_batch", SUBINTERP_FN(p_submit_batch), METH_FASTCALL,
-     "submit_batch(future, fn, items) -> Task"},
+     "submit_batch(future, fn, items, unpack) -> Task"},
     {"shutdown", SUBINTERP_FN(p_shutdown), METH_FASTCALL, "shutdown(wait, cancel_pending)"},
     {"worker_count", p_worker_count, METH_NOARGS, "worker_count() -> int"},
     {"pending", p_pending, METH_NOARGS, "pending() -> int"},
