@@ -27,7 +27,6 @@ namespace subinterp {
 
 namespace detail {
 class InterpreterState;
-class PoolState;
 }
 
 struct Config {
@@ -103,7 +102,6 @@ class Interpreter {
   }
 
  private:
-  friend class detail::PoolState;
   explicit Interpreter(std::shared_ptr<detail::InterpreterState> state)
       : state_(std::move(state)) {}
   std::shared_ptr<detail::InterpreterState> state_;

@@ -118,21 +118,27 @@ class _Future(_base.Future):
         return super().exception(self._wait_task(timeout))
 
 
-# Executors of this interpreter that have not been shut down, for the exit.
-_live = weakref.WeakSet()
-_live_lock = threading.Lock()
+# The pools of this interpreter's executors, until they have ended: at exit
+# their queued and running tasks finish first, as ThreadPoolExecutor's do,
+# also for executors shut down with wait=False or dropped without shutdown.
+_pools = set()
+_pools_lock = threading.Lock()
 _exiting = False
 
 
 def _python_exit():
-    # As for ThreadPoolExecutor: at exit, queued and running tasks finish
-    # before the interpreter is finalized.
     global _exiting
-    with _live_lock:
+    with _pools_lock:
         _exiting = True
-        executors = list(_live)
-    for executor in executors:
-        executor.shutdown(wait=True)
+        pools = list(_pools)
+    for pool in pools:
+        pool.shutdown(True, False)
+
+
+def _forget_ended_pools():
+    # Called with _pools_lock held.
+    for pool in [p for p in _pools if p.is_shut_down() and not p.worker_count()]:
+        _pools.discard(pool)
 
 
 threading._register_atexit(_python_exit)
@@ -164,6 +170,11 @@ class InterpreterPoolExecutor(_base.Executor):
     ``max_tasks_per_worker``
         a worker replaces its interpreter with a fresh one (initializer
         included) after this many tasks; ``None`` keeps it.
+
+    As for :class:`~concurrent.futures.ThreadPoolExecutor`, the queued and
+    running tasks of every executor finish before the interpreter exits,
+    including those of executors shut down with ``wait=False`` or dropped
+    without :meth:`shutdown`.
 
     Each worker interpreter starts with a copy of ``sys.path``. Calls,
     arguments and results travel between interpreters as
@@ -213,14 +224,18 @@ class InterpreterPoolExecutor(_base.Executor):
                                     f'InterpreterPoolExecutor-{_counter()}')
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
-        with _live_lock:
+        with _pools_lock:
             if _exiting:
                 raise RuntimeError('cannot create an executor at interpreter '
                                    'shutdown')
+            _forget_ended_pools()
             self._pool = _subinterp.pool_create(
                 max_workers, init_source, init_callable, initargs,
                 max_tasks_per_worker, self._thread_name_prefix, _settle)
-            _live.add(self)
+            _pools.add(self._pool)
+        # Dropped without shutdown(), the executor's workers finish the
+        # queued tasks and end (the pool stays in _pools until they have).
+        weakref.finalize(self, self._pool.shutdown, False, False)
 
     def submit(self, fn, /, *args, **kwargs):
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter and
@@ -337,9 +352,10 @@ class InterpreterPoolExecutor(_base.Executor):
         """
         with self._shutdown_lock:
             self._shutdown = True
-        with _live_lock:
-            _live.discard(self)
         self._pool.shutdown(bool(wait), bool(cancel_futures))
+        if wait:
+            with _pools_lock:
+                _pools.discard(self._pool)
 
     @property
     def _interpreter_ids(self):

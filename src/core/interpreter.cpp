@@ -315,6 +315,11 @@ void close_released(const std::shared_ptr<InterpreterState>& state,
 }  // namespace detail
 
 Interpreter Interpreter::create(const Config& config) {
+  return Interpreter(detail::create_owned(config, std::thread::id()));
+}
+
+std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
+                                                       std::thread::id worker) {
   std::shared_ptr<InterpreterState> state;
 #if PY_VERSION_HEX < 0x030D0000
   preload_on_caller();
@@ -342,10 +347,13 @@ Interpreter Interpreter::create(const Config& config) {
     PyInterpreterState* interp = PyThreadState_GetInterpreter(tstate);
     state = std::make_shared<InterpreterState>(interp, PyInterpreterState_GetID(interp),
                                                Whence::Subinterp, tstate);
+    // A pool's interpreter is the pool's before anyone can find it (and,
+    // say, close it when a listing's last reference to it goes).
+    state->worker_thread_ = worker;
     detail::register_owned(state);
     PyEval_SaveThread();
   });
-  return Interpreter(state);
+  return state;
 }
 
 Interpreter Interpreter::main() { return Interpreter(detail::main_state()); }

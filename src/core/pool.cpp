@@ -279,12 +279,7 @@ void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskSt
 std::shared_ptr<InterpreterState> PoolState::start_interpreter() {
   std::shared_ptr<InterpreterState> state;
   try {
-    Interpreter interp = Interpreter::create(options_.config);
-    state = interp.state_;
-    {
-      std::lock_guard lock(state->mu_);
-      state->worker_thread_ = std::this_thread::get_id();
-    }
+    state = create_owned(options_.config, std::this_thread::get_id());
     pin_thread_state(state);
     {
       Lock lock(mu_);

@@ -321,7 +321,12 @@ void pin_thread_state(const std::shared_ptr<InterpreterState>& state) {
     throw InterpreterError("could not create a thread state for interpreter " +
                            std::to_string(s.id_));
   }
-  std::lock_guard lock(s.mu_);
+  std::unique_lock lock(s.mu_);
+  if (s.closed_) {
+    lock.unlock();
+    PyThreadState_Delete(tstate);  // never attached
+    throw InterpreterNotFound("interpreter " + std::to_string(s.id_) + " has been closed");
+  }
   s.tstates_.emplace(std::this_thread::get_id(), tstate);
   remember(state);
 }

@@ -73,6 +73,10 @@ void run_on_runtime_thread(const std::function<void(PyThreadState* anchor)>& job
 // the end of the run that was in progress then), or that is still open at
 // shutdown. Reports failures on stderr: there is no caller to raise to.
 // A running interpreter is given `grace` to finish its run.
+// Creates and registers an interpreter (Interpreter::create). A non-empty
+// `worker` makes it a pool worker's interpreter from the start.
+std::shared_ptr<InterpreterState> create_owned(const Config& config, std::thread::id worker);
+
 // Makes a thread state of `state` on this thread and keeps it for the
 // thread (Attachment reuses it) until unpin_thread_state() on this thread.
 // For threads that own an interpreter, such as pool workers.

@@ -289,6 +289,10 @@ PyObject* p_worker_count(PyObject* self, PyObject*) {
   return PyLong_FromSize_t(as_pool(self)->pool->worker_count());
 }
 
+PyObject* p_is_shut_down(PyObject* self, PyObject*) {
+  return PyBool_FromLong(as_pool(self)->pool->is_shut_down());
+}
+
 PyObject* p_pending(PyObject* self, PyObject*) {
   return PyLong_FromSize_t(as_pool(self)->pool->pending());
 }
@@ -317,6 +321,7 @@ PyMethodDef pool_methods[] = {
     {"shutdown", SUBINTERP_FN(p_shutdown), METH_FASTCALL, "shutdown(wait, cancel_pending)"},
     {"worker_count", p_worker_count, METH_NOARGS, "worker_count() -> int"},
     {"pending", p_pending, METH_NOARGS, "pending() -> int"},
+    {"is_shut_down", p_is_shut_down, METH_NOARGS, "is_shut_down() -> bool"},
     {"interpreter_ids", p_interpreter_ids, METH_NOARGS, "interpreter_ids() -> [int]"},
     {nullptr, nullptr, 0, nullptr},
 };

@@ -777,11 +777,8 @@ class ExitTests(ScriptTestBase):
         lines.remove('main end')
         self.assertEqual(lines, [f'task {i}' for i in range(10)])
 
-    # BUG: an executor dropped without shutdown() is no longer waited for at
-    # exit (_python_exit only knows the live ones), and the runtime's
-    # shutdown then drops its queued tasks.
-    # ThreadPoolExecutor runs them all.
-    @unittest.expectedFailure
+    # An executor dropped without shutdown() still runs its queued tasks
+    # before the exit, as ThreadPoolExecutor does.
     def test_exit_with_executor_dropped(self):
         out = self.assert_script_ok('''
             import os
@@ -808,15 +805,11 @@ class ExitTests(ScriptTestBase):
 
 class WorkerStartRaceTests(ScriptTestBase):
 
-    # BUG: while a worker starts its interpreter, between
-    # Interpreter::create() and the pool marking it as its own
-    # (worker_thread_), the interpreter is an ordinary one: list_all()
-    # makes an Interpreter object for it, whose release closes it (or
-    # Interpreter(id).close() does) under the worker, and the process
-    # aborts ("Py_EndInterpreter: not the last thread", in nearly every
-    # run of this script on both Pythons). A worker starts its interpreter
-    # when it starts and after every max_tasks_per_worker tasks.
-    @unittest.expectedFailure
+    # A worker's interpreter is the pool's from its creation: a listing
+    # made while a worker starts one must not give the caller an Interpreter
+    # whose release closes it under the worker (this aborted the process:
+    # "Py_EndInterpreter: not the last thread"). A worker starts an
+    # interpreter when it starts and after every max_tasks_per_worker tasks.
     def test_list_all_while_workers_start(self):
         out = self.assert_script_ok('''
             import subinterp, subinterp.futures
