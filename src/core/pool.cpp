@@ -52,10 +52,12 @@ class TaskState {
   // Ends a task that never started (cancelled, or dropped by its pool) with
   // `error`; false if it had started already.
   bool drop(std::exception_ptr error, bool cancelled) {
-    int expected = kPending;
-    if (!phase_.compare_exchange_strong(expected, kRan)) return false;
-    cancelled_ = cancelled;
+    // Claimed as a worker would, so that no worker starts it and no waiter
+    // completes it before the outcome is written.
+    if (!start()) return false;
+    cancelled_.store(cancelled);
     error_ = std::move(error);
+    phase_.store(kRan);
     complete();
     return true;
   }
@@ -96,8 +98,8 @@ class TaskState {
   std::atomic<int> phase_{kPending};
   std::atomic<int> spinners_{0};  // threads spinning in wait()
   std::atomic<bool> claimed_{false};
+  std::atomic<bool> cancelled_{false};
   // Written before phase_ is Ran, read after it is seen.
-  bool cancelled_ = false;
   Value result_;
   std::exception_ptr error_;
   Mutex mu_;
@@ -511,7 +513,7 @@ using detail::TaskState;
 bool Future::done() const noexcept { return state_->finished(); }
 bool Future::running() const noexcept {
   int phase = state_->phase_.load();
-  return phase == detail::kRunning || (phase == detail::kRan && !state_->cancelled_);
+  return (phase == detail::kRunning || phase == detail::kRan) && !state_->cancelled_.load();
 }
 bool Future::cancelled() const noexcept { return state_->finished() && state_->cancelled_; }
 
