@@ -106,7 +106,7 @@ class Future {
   // ExecutionFailed (it raised), NotShareable (its result cannot travel),
   // TaskCancelled, PoolBroken, PoolShutDown, InterpreterError; and
   // TaskTimeout when `timeout` passes first.
-  const Value& get(std::optional<double> timeout = std::nullopt) const;
+  Value get(std::optional<double> timeout = std::nullopt) const;
   // The error the task ended with, or null (after done()).
   std::exception_ptr error() const;
 
@@ -161,7 +161,7 @@ class Pool {
   std::size_t worker_count() const noexcept;
   // Ids of the workers' current interpreters.
   std::vector<std::int64_t> interpreter_ids() const;
-  // Tasks submitted and not yet started.
+  // Tasks submitted and not yet started (nor cancelled).
   std::size_t pending() const noexcept;
   bool is_shut_down() const noexcept;
   // Non-null when an initializer failed: the reason.

@@ -140,7 +140,6 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   std::atomic<bool> stop_flag_{false};  // shut_down_ or broken_, for spinners
   std::optional<PoolBroken> broken_;
   std::vector<std::thread> threads_;                 // guarded by mu_
-  std::vector<std::thread::id> ended_;               // guarded by mu_
   std::vector<std::shared_ptr<InterpreterState>> interps_;  // guarded by mu_
 
  private:
@@ -156,7 +155,11 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   void set_broken(PoolBroken reason);
   // Drops every queued task with `error`.
   void drop_queued(std::exception_ptr error, bool cancelled);
-  void join_ended_locked();
+  // True when the pool takes no more tasks and has none queued.
+  bool nothing_left() {
+    Lock lock(mu_);
+    return (shut_down_ || broken_) && queue_.empty();
+  }
 };
 
 namespace {
@@ -207,10 +210,7 @@ void PoolState::submit(const std::shared_ptr<TaskState>& task) {
   if (shut_down_) throw PoolShutDown("cannot submit tasks after the pool was shut down");
   queue_.push_back(task);
   queued_.store(queue_.size(), std::memory_order_release);
-  if (queue_.size() > idle_ && live_ < max_workers_) {
-    join_ended_locked();
-    start_worker_locked();
-  }
+  if (queue_.size() > idle_ && live_ < max_workers_) start_worker_locked();
   // Workers spinning for a task take it without a wake-up; a sleeping one
   // is woken only for the tasks they leave (a futile wake-up costs both
   // threads a context switch).
@@ -368,7 +368,13 @@ void PoolState::worker_main(std::size_t index) {
   t_worker_of = this;
   name_thread(options_.thread_name_prefix, index);
   bool more = true;
-  while (more) {
+  for (bool first = true; more; first = false) {
+    if (!first && nothing_left()) {
+      more = false;  // renewal is due, but no task will come
+      Lock lock(mu_);
+      --idle_;
+      break;
+    }
     std::shared_ptr<InterpreterState> interp = start_interpreter();
     if (!interp) break;
     std::size_t done = 0;
@@ -392,25 +398,9 @@ void PoolState::worker_main(std::size_t index) {
     Lock lock(mu_);
     if (more) --idle_;  // left after a failed start, still counted idle
     --live_;
-    ended_.push_back(std::this_thread::get_id());
     if (live_ == 0) ended_waiters_.wake_all();
   }
   ended_cv_.notify_all();
-}
-
-void PoolState::join_ended_locked() {
-  // Threads of workers that ended (after a failed start, say) are joined
-  // before more start, so that their number stays bounded.
-  for (auto it = threads_.begin(); it != threads_.end();) {
-    auto ended = std::find(ended_.begin(), ended_.end(), it->get_id());
-    if (ended == ended_.end()) {
-      ++it;
-      continue;
-    }
-    ended_.erase(ended);
-    it->join();  // it has only its return left
-    it = threads_.erase(it);
-  }
 }
 
 void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
@@ -450,15 +440,8 @@ void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
     DetachGuard detached;  // an ending thread may need this thread's GIL
     Lock lock(mu_);
     threads.swap(threads_);
-    ended_.clear();
     lock.unlock();
-    for (auto& t : threads) {
-      if (t.get_id() == std::this_thread::get_id()) {
-        t.detach();  // shut down from one of its own completions
-      } else {
-        t.join();
-      }
-    }
+    for (auto& t : threads) t.join();  // never this thread: refused above
   }
 }
 
@@ -554,7 +537,7 @@ bool Future::wait(std::optional<double> timeout) const {
   return outcome == detail::Outcome::Ready;
 }
 
-const Value& Future::get(std::optional<double> timeout) const {
+Value Future::get(std::optional<double> timeout) const {
   if (!wait(timeout)) throw TaskTimeout("the task did not finish in time");
   if (state_->error_) std::rethrow_exception(state_->error_);
   return state_->result_;
@@ -639,7 +622,13 @@ std::vector<std::int64_t> Pool::interpreter_ids() const {
   return ids;
 }
 
-std::size_t Pool::pending() const noexcept { return state_->queued_.load(); }
+std::size_t Pool::pending() const noexcept {
+  detail::Lock lock(state_->mu_);
+  return static_cast<std::size_t>(
+      std::count_if(state_->queue_.begin(), state_->queue_.end(), [](const auto& task) {
+        return task->phase_.load() == detail::kPending;
+      }));
+}
 
 bool Pool::is_shut_down() const noexcept {
   detail::Lock lock(state_->mu_);
