@@ -564,8 +564,8 @@ def parse_args(argv):
     p.add_argument("--task-seconds", type=float, default=0.25,
                    help="calibrated length of one task in part 3 "
                         "(default 0.25)")
-    p.add_argument("--cpu-rounds", type=int, default=3,
-                   help="timed rounds in part 3 (default 3)")
+    p.add_argument("--cpu-rounds", type=int, default=5,
+                   help="timed rounds in part 3 (default 5)")
     p.add_argument("--mem-repeats", type=int, default=3,
                    help="fresh processes per pool in part 4 (default 3)")
     p.add_argument("--no-spawn", action="store_true",
