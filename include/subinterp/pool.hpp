@@ -133,7 +133,8 @@ using Completion = std::function<void(const Value& result, const std::exception_
 class Pool {
  public:
   explicit Pool(PoolOptions options = {});
-  // Shuts down, waiting for the tasks already submitted.
+  // Shuts down, waiting for the tasks already submitted (without waiting
+  // after an explicit shutdown(), or on one of the pool's own workers).
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;

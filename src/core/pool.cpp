@@ -567,8 +567,11 @@ Pool::~Pool() {
     started = !state_->shut_down_;
   }
   // After an explicit shutdown the workers end on their own; otherwise wait
-  // for the submitted tasks, as shutdown() does.
-  if (started) state_->shutdown(/*wait=*/true, /*cancel_pending=*/false, /*interruptible=*/false);
+  // for the submitted tasks, as shutdown() does, unless this is one of the
+  // pool's own workers (which would wait for itself).
+  bool own_worker = detail::t_worker_of == state_.get();
+  if (started) state_->shutdown(/*wait=*/!own_worker, /*cancel_pending=*/false,
+                                /*interruptible=*/false);
 }
 
 Future Pool::submit(Value callable, Value args, Value kwargs, Completion on_done) {

@@ -366,5 +366,22 @@ TEST(Completion, ShutdownWithWaitOnAWorkerIsRefused) {
   EXPECT_EQ(pool.worker_count(), 0u);
 }
 
+TEST(Completion, PoolDestroyedInItsOwnCompletion) {
+  // The last owner of a pool may drop it in a completion, on one of its
+  // workers: the destructor then shuts down without waiting for itself.
+  auto owner = std::make_shared<std::unique_ptr<Pool>>(std::make_unique<Pool>(helpers(1)));
+  std::atomic<bool> destroyed{false};
+  Future f = (*owner)->submit(fn("nap"), Value::tuple({Value::from_double(0.05), Value::from_int(4)}),
+                              Value(), [owner, &destroyed](const Value&, const std::exception_ptr&) {
+                                owner->reset();
+                                destroyed.store(true);
+                              });
+  // Polled, not waited for: a waiting thread would run the completion itself.
+  ASSERT_TRUE(eventually([&] { return f.done(); }));
+  EXPECT_TRUE(destroyed.load());
+  EXPECT_EQ(f.get(0.0).as_int(), 4);
+  EXPECT_EQ(*owner, nullptr);
+}
+
 }  // namespace
 }  // namespace subinterp_test
