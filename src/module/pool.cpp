@@ -208,6 +208,21 @@ si::Value capture_arg(PyObject* obj, const char* path) {
   }
 }
 
+// Queues a task with `submit(completion)` whose completion settles
+// `future`, and returns its Task object. The references the completion
+// holds are dropped here if the task is refused.
+template <class Submit>
+PyObject* queue_task(PoolObject* p, PyObject* future, Submit&& submit) {
+  auto delivery = std::make_shared<Delivery>(*p->home, p->module, p->settle, future);
+  try {
+    si::Future f = submit(completion_for(delivery));
+    return task_new(p->module, std::move(f));
+  } catch (...) {
+    delivery->drop();
+    throw;
+  }
+}
+
 // submit(future, fn, args, kwargs) -> Task
 PyObject* p_submit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   if (!check_nargs("submit", nargs, 4, 4)) return nullptr;
@@ -226,15 +241,10 @@ PyObject* p_submit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     si::Value keywords = args[3] == Py_None || PyDict_GET_SIZE(args[3]) == 0
                              ? si::Value()
                              : capture_arg(args[3], "kwargs");
-    auto delivery = std::make_shared<Delivery>(*p->home, p->module, p->settle, args[0]);
-    try {
-      si::Future f = p->pool->submit(std::move(fn), std::move(positional), std::move(keywords),
-                                     completion_for(delivery));
-      return task_new(p->module, std::move(f));
-    } catch (...) {
-      delivery->drop();
-      throw;
-    }
+    return queue_task(p, args[0], [&](si::Completion done) {
+      return p->pool->submit(std::move(fn), std::move(positional), std::move(keywords),
+                             std::move(done));
+    });
   });
 }
 
@@ -259,17 +269,10 @@ PyObject* p_submit_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     }
     si::Value fn = capture_arg(args[1], "fn");
     si::Value items = capture_arg(args[2], "args");
-    auto delivery = std::make_shared<Delivery>(*p->home, p->module, p->settle, args[0]);
-    try {
-      si::Future f = unpack ? p->pool->submit_batch(std::move(fn), std::move(items),
-                                                    completion_for(delivery))
-                            : p->pool->submit_each(std::move(fn), std::move(items),
-                                                   completion_for(delivery));
-      return task_new(p->module, std::move(f));
-    } catch (...) {
-      delivery->drop();
-      throw;
-    }
+    return queue_task(p, args[0], [&](si::Completion done) {
+      return unpack ? p->pool->submit_batch(std::move(fn), std::move(items), std::move(done))
+                    : p->pool->submit_each(std::move(fn), std::move(items), std::move(done));
+    });
   });
 }
 
