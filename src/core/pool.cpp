@@ -525,6 +525,7 @@ bool Future::wait(std::optional<double> timeout) const {
     --s.spinners_;
   }
   if (s.phase_.load() == detail::kRan) s.complete();
+  if (s.finished()) return true;
   detail::Outcome outcome;
   {
     detail::GilRelease gil;
