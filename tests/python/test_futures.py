@@ -7,6 +7,10 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import types
@@ -15,7 +19,8 @@ import unittest
 import subinterp
 import subinterp.futures
 import targets
-from helpers import SAFETY, SETTLE, ScriptTestBase, TestBase, elapsed
+from helpers import (SAFETY, SCRIPT_TIMEOUT, SETTLE, ScriptTestBase, TestBase,
+                     elapsed, write_script)
 from subinterp.futures import BrokenInterpreterPool, InterpreterPoolExecutor
 
 
@@ -754,6 +759,36 @@ class WorkerInterpreterTests(ExecutorTestBase):
 
 
 class ExitTests(ScriptTestBase):
+
+    def test_ctrl_c_ends_the_exit_wait_for_a_task_that_never_returns(self):
+        # Like ThreadPoolExecutor, the exit waits for running tasks; a task
+        # blocked for good holds it up until Ctrl-C, after which the
+        # runtime's own exit refuses the task's wait and the process ends.
+        with tempfile.TemporaryDirectory() as tmp:
+            script = write_script(tmp, 'script.py', """
+                import subinterp
+                from subinterp.futures import InterpreterPoolExecutor
+                q = subinterp.create_queue()
+                ex = InterpreterPoolExecutor(1)
+                ex.submit(q.get)        # never returns by itself
+                print('exiting', flush=True)
+                """)
+            proc = subprocess.Popen([sys.executable, script], cwd=tmp,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                self.assertEqual(proc.stdout.readline().strip(), 'exiting')
+                time.sleep(SETTLE)  # into the exit's wait
+                self.assertIsNone(proc.poll(), 'exited without waiting')
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+        self.assertNotIn('Fatal Python error', err)
+        self.assertIn('KeyboardInterrupt', err)
+        self.assertGreaterEqual(proc.returncode, 0, err)
 
     def test_exit_without_shutdown_finishes_tasks(self):
         # As for ThreadPoolExecutor: queued and running tasks finish before
