@@ -248,9 +248,15 @@ class InterpreterPoolExecutor(_base.Executor):
         """
         if not callable(fn):
             raise TypeError(f'{fn!r} is not callable')
+        return self._queue(self._pool.submit, fn, args, kwargs)
+
+    def _queue(self, pool_submit, *args):
+        # A future for the task pool_submit(future, *args) queues. A value
+        # that cannot travel fails that future; a refusal raises what
+        # ThreadPoolExecutor raises.
         future = _Future()
         try:
-            future._task = self._pool.submit(future, fn, args, kwargs)
+            future._task = pool_submit(future, *args)
         except NotShareableError as exc:
             self._check_open()
             future.set_exception(exc)
@@ -269,13 +275,7 @@ class InterpreterPoolExecutor(_base.Executor):
 
     def _submit_batch(self, fn, items, unpack):
         # One task calling fn(*item) (unpack) or fn(item) for each item.
-        future = _Future()
-        try:
-            future._task = self._pool.submit_batch(future, fn, items, unpack)
-        except NotShareableError as exc:
-            self._check_open()
-            future.set_exception(exc)
-        return future
+        return self._queue(self._pool.submit_batch, fn, items, unpack)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Return an iterator of ``fn(*args)`` for the items of

@@ -258,17 +258,26 @@ void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state) {
 
 void exec_attached(const std::string& source) { exec_source(source); }
 
+namespace {
+
+// Captures what a call returned; what cannot travel is named "result".
+Value capture_result(PyObject* out) {
+  try {
+    return Value::capture(out);
+  } catch (NotShareable& e) {
+    e.prepend("result");
+    throw;
+  }
+}
+
+}  // namespace
+
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs) {
   py::ref func = callable.rebuild();
   py::ref positional = args.rebuild();
   py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
   py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
-  try {
-    return Value::capture(out.get());
-  } catch (NotShareable& e) {
-    e.prepend("result");
-    throw;
-  }
+  return capture_result(out.get());
 }
 
 Value call_each_attached(const Value& callable, const Value& items, bool unpack) {
@@ -291,12 +300,7 @@ Value call_each_attached(const Value& callable, const Value& items, bool unpack)
     }
     PyList_SET_ITEM(results.get(), static_cast<Py_ssize_t>(i), out.release());
   }
-  try {
-    return Value::capture(results.get());
-  } catch (NotShareable& e) {
-    e.prepend("result");
-    throw;
-  }
+  return capture_result(results.get());
 }
 
 void close_released(const std::shared_ptr<InterpreterState>& state,

@@ -153,6 +153,11 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   std::shared_ptr<InterpreterState> start_interpreter();
   void end_interpreter(const std::shared_ptr<InterpreterState>& interp);
   void set_broken(PoolBroken reason);
+  // Marks the pool shut down and wakes the idle workers.
+  void stop_taking();
+  // Joins the worker threads (detaching this one, if it is one of them),
+  // with this thread's GIL released.
+  void join_threads();
   // Drops every queued task with `error`.
   void drop_queued(std::exception_ptr error, bool cancelled);
   // True when the pool takes no more tasks and has none queued.
@@ -186,14 +191,7 @@ void name_thread(const std::string& prefix, std::size_t index) {
 PoolState::~PoolState() {
   // Workers hold the state while they run, so every worker has ended or is
   // returning from its thread function; one of them may be running this.
-  DetachGuard detached;  // an ending thread may need a GIL for its cleanup
-  for (auto& t : threads_) {
-    if (t.get_id() == std::this_thread::get_id()) {
-      t.detach();
-    } else if (t.joinable()) {
-      t.join();
-    }
-  }
+  join_threads();
 }
 
 void PoolState::start_worker_locked() {
@@ -313,16 +311,14 @@ std::shared_ptr<InterpreterState> PoolState::start_interpreter() {
   }
   if (!failure && other.empty()) return state;
   end_interpreter(state);
-  if (failure) {
-    std::string message = "a pool worker's initializer failed, the pool is not usable anymore: " +
-                          (failure->formatted.empty() ? failure->type_name : failure->formatted);
-    while (!message.empty() && message.back() == '\n') message.pop_back();
-    set_broken(PoolBroken(message, std::make_shared<const ExceptionSnapshot>(std::move(*failure))));
-  } else {
-    set_broken(PoolBroken("a pool worker's initializer failed, the pool is not usable anymore: " +
-                              other,
-                          nullptr));
+  std::string message = "a pool worker's initializer failed, the pool is not usable anymore: ";
+  if (!failure) {
+    set_broken(PoolBroken(message + other, nullptr));
+    return nullptr;
   }
+  message += failure->formatted.empty() ? failure->type_name : failure->formatted;
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  set_broken(PoolBroken(message, std::make_shared<const ExceptionSnapshot>(std::move(*failure))));
   return nullptr;
 }
 
@@ -403,13 +399,33 @@ void PoolState::worker_main(std::size_t index) {
   ended_cv_.notify_all();
 }
 
-void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
+void PoolState::stop_taking() {
   {
     Lock lock(mu_);
     shut_down_ = true;
     stop_flag_.store(true, std::memory_order_release);
   }
   work_cv_.notify_all();
+}
+
+void PoolState::join_threads() {
+  DetachGuard detached;  // an ending thread may need this thread's GIL
+  std::vector<std::thread> threads;
+  {
+    Lock lock(mu_);
+    threads.swap(threads_);
+  }
+  for (auto& t : threads) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      t.detach();  // the last owner let go on this worker
+    } else if (t.joinable()) {
+      t.join();
+    }
+  }
+}
+
+void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
+  stop_taking();
   if (cancel_pending) {
     drop_queued(std::make_exception_ptr(TaskCancelled("the task was cancelled by shutdown")),
                 true);
@@ -435,23 +451,11 @@ void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
     if (outcome == Outcome::Interrupted) py::throw_python_error();
     if (outcome == Outcome::ShutDown) return;  // the runtime's shutdown joins them
   }
-  std::vector<std::thread> threads;
-  {
-    DetachGuard detached;  // an ending thread may need this thread's GIL
-    Lock lock(mu_);
-    threads.swap(threads_);
-    lock.unlock();
-    for (auto& t : threads) t.join();  // never this thread: refused above
-  }
+  join_threads();
 }
 
 void PoolState::stop_for_exit() {
-  {
-    Lock lock(mu_);
-    shut_down_ = true;
-    stop_flag_.store(true, std::memory_order_release);
-  }
-  work_cv_.notify_all();
+  stop_taking();
   drop_queued(std::make_exception_ptr(
                   PoolShutDown("the subinterp runtime is shutting down: the task was dropped")),
               false);
@@ -461,19 +465,15 @@ void PoolState::stop_for_exit() {
     running = interps_;
   }
   for (auto& interp : running) interrupt_runs(interp);
-  DetachGuard detached;
-  Lock lock(mu_);
-  if (!ended_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return live_ == 0; })) {
-    std::fprintf(stderr, "subinterp: %zu pool worker(s) did not stop at exit\n", live_);
-    return;  // their threads stay joinable; the state is leaked with them
+  {
+    DetachGuard detached;
+    Lock lock(mu_);
+    if (!ended_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return live_ == 0; })) {
+      std::fprintf(stderr, "subinterp: %zu pool worker(s) did not stop at exit\n", live_);
+      return;  // their threads stay joinable; the state is leaked with them
+    }
   }
-  std::vector<std::thread> threads;
-  threads.swap(threads_);
-  lock.unlock();
-  for (auto& t : threads) {
-    if (t.get_id() != std::this_thread::get_id()) t.join();
-    else t.detach();
-  }
+  join_threads();
 }
 
 void pools_shutdown() {
