@@ -74,7 +74,7 @@ bool importable(PyObject* func, const std::string& module, const std::string& qu
     std::string part(rest.substr(0, dot));
     obj = py::ref::steal(PyObject_GetAttrString(obj.get(), part.c_str()));
     if (!obj) {
-      PyErr_Clear();
+      clear_error_unless_interruption();
       return false;
     }
     rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
@@ -559,6 +559,12 @@ py::ref compile_cached(const std::string& source) {
   PyObject* code = PyDict_GetItemWithError(c.code_in, key.get());
   if (code != nullptr) return py::ref::borrow(code);
   if (PyErr_Occurred()) py::throw_python_error();
+  // Py_CompileString reads a C string: text after a NUL would be dropped
+  // silently. CPython's compile() and exec() refuse such source.
+  if (source.find('\0') != std::string::npos) {
+    PyErr_SetString(PyExc_SyntaxError, "source code string cannot contain null bytes");
+    py::throw_python_error();
+  }
   py::ref made = py::check(Py_CompileString(source.c_str(), "<string>", Py_file_input));
   if (PyDict_GET_SIZE(c.code_in) >= kMaxCachedCode) PyDict_Clear(c.code_in);
   py::check(PyDict_SetItem(c.code_in, key.get(), made.get()));
@@ -593,7 +599,7 @@ std::shared_ptr<const FunctionData> capture_builtin(PyObject* func) {
   py::ref qualname_attr = py::ref::steal(PyObject_GetAttrString(func, "__qualname__"));
   if (!module_attr || !qualname_attr || !PyUnicode_Check(module_attr.get()) ||
       !PyUnicode_Check(qualname_attr.get())) {
-    PyErr_Clear();
+    clear_error_unless_interruption();
     return nullptr;
   }
   auto data = std::make_shared<FunctionData>();

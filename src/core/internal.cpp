@@ -100,6 +100,20 @@ InterpCache& find_cache(PyInterpreterState* interp) {
   return *c;
 }
 
+bool is_interruption(PyObject* exc) noexcept {
+  return exc != nullptr && (!PyErr_GivenExceptionMatches(exc, PyExc_Exception) ||
+                            PyErr_GivenExceptionMatches(exc, PyExc_MemoryError));
+}
+
+void clear_error_unless_interruption() {
+  PyObject* exc = PyErr_GetRaisedException();
+  if (is_interruption(exc)) {
+    PyErr_SetRaisedException(exc);
+    py::throw_python_error();
+  }
+  Py_XDECREF(exc);
+}
+
 py::ref pickle_dumps(PyObject* obj) {
   InterpCache& c = cache();
   if (c.pickle_dumps == nullptr) load_pickle(c);

@@ -36,6 +36,14 @@ void queues_refuse_waits();
 void channels_refuse_waits();
 [[noreturn]] void throw_shut_down();
 
+// True for exceptions that must reach the caller as themselves, never be
+// turned into another error: KeyboardInterrupt, SystemExit and other
+// BaseExceptions that are not Exceptions, and MemoryError.
+bool is_interruption(PyObject* exc) noexcept;
+// Clears the pending Python error, unless it is an interruption: that one
+// is thrown (py::PythonError) for the caller to see.
+void clear_error_unless_interruption();
+
 // The attached interpreter's cache (made on first use). Throws PythonError.
 InterpCache& cache();
 

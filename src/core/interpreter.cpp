@@ -44,25 +44,39 @@ bool exists_in_process(std::int64_t id) {
   return found;
 }
 
+// Some stdlib extension modules keep process-wide state that an isolated
+// interpreter must not be the first to set up:
+// - CPython 3.12 aborts the process (double free, or a freed pointer on the
+//   tuple free list at exit) when _datetime, _decimal, _zoneinfo, _asyncio,
+//   hashlib or ssl is first imported in an isolated interpreter that is then
+//   ended, and in every later one after a refused import of _datetime /
+//   _decimal / _zoneinfo.
+// - CPython 3.13.0 aborts at exit (free(): invalid pointer) when an isolated
+//   interpreter imports _datetime or _zoneinfo before the main interpreter
+//   does, or while another one that did is open.
+// Importing them in the main interpreter first avoids both. They are
+// imported on the calling thread when it runs the main interpreter:
+// `threading` (which asyncio imports) takes the thread that first imports it
+// as its main thread, and finalization would then wait for the runtime
+// thread. Otherwise (a first create() from a sub-interpreter or a host
+// thread) they are imported on the runtime thread.
+constexpr const char* kMainFirst[] = {
 #if PY_VERSION_HEX < 0x030D0000
-// CPython 3.12 aborts the process (double free, or a freed pointer on the
-// tuple free list at exit) when these modules are first imported in an
-// isolated interpreter that is then ended, and in every later one after a
-// refused import of _datetime / _decimal / _zoneinfo. Importing them in the
-// main interpreter first avoids it. 3.13 is not affected.
-//
-// They are imported on the calling thread when it runs the main
-// interpreter: `threading` (which asyncio imports) takes the thread that
-// first imports it as its main thread, and finalization would then wait for
-// the runtime thread.
-std::atomic<bool> g_preloaded{false};
+    "threading", "_datetime", "_decimal", "_zoneinfo", "_asyncio", "hashlib", "ssl",
+#else
+    "_datetime", "_zoneinfo",
+#endif
+};
+std::atomic<bool> g_imported{false};
 
+#if PY_VERSION_HEX < 0x030D0000
 // CPython 3.12 also keeps the keyword tuples of Argument Clinic parsers of
 // extension modules in process-wide statics, allocated by whichever
 // interpreter first parses keywords there; one allocated by an isolated
 // interpreter is freed with it and the main interpreter frees it again at
 // exit. The warm-up makes the main interpreter the first user of the parsers
-// that asyncio's event loop and hashlib use.
+// that asyncio's event loop and hashlib use. It runs on the runtime thread,
+// where no event loop runs (the caller may be inside one).
 constexpr const char* kWarmUp312 = R"(
 import asyncio, hashlib
 loop = asyncio.new_event_loop()
@@ -75,34 +89,78 @@ finally:
 hashlib.sha256(b'', usedforsecurity=True).hexdigest()
 hashlib.new('sha256', b'').digest()
 )";
+std::atomic<bool> g_warmed{false};
+#endif
 
-void preload_for_312() {
-  static const char* const kModules[] = {"threading", "_datetime", "_decimal", "_zoneinfo",
-                                         "_asyncio",  "hashlib",   "ssl"};
-  for (const char* name : kModules) {
+// Throws InterpreterError with the pending Python error's text.
+[[noreturn]] void throw_preload_failure(const char* what) {
+  py::ref exc = py::ref::steal(PyErr_GetRaisedException());
+  py::ref text = exc ? py::ref::steal(PyObject_Str(exc.get())) : py::ref();
+  PyErr_Clear();
+  std::string reason = text ? detail::utf8(text.get()) : "unknown error";
+  throw InterpreterError(std::string("could not prepare the main interpreter for "
+                                     "sub-interpreters (") +
+                         what + "): " + reason);
+}
+
+// With the main interpreter attached. A module this Python was built
+// without leaves nothing to protect; any other failure is reported, and
+// the next create() tries again.
+void import_main_first() {
+  if (g_imported.load()) return;
+  for (const char* name : kMainFirst) {
     PyObject* module = PyImport_ImportModule(name);
-    if (module == nullptr) PyErr_Clear();  // not built here: nothing to protect
+    if (module == nullptr) {
+      if (!PyErr_ExceptionMatches(PyExc_ModuleNotFoundError)) throw_preload_failure(name);
+      PyErr_Clear();
+    }
     Py_XDECREF(module);
   }
-  PyObject* ns = PyDict_New();
-  PyObject* builtins = ns != nullptr ? PyImport_ImportModule("builtins") : nullptr;
-  if (builtins != nullptr && PyDict_SetItemString(ns, "__builtins__", builtins) == 0) {
-    Py_XDECREF(PyRun_String(kWarmUp312, Py_file_input, ns, ns));
+  g_imported.store(true);
+}
+
+#if PY_VERSION_HEX < 0x030D0000
+void warm_up_312() {
+  if (g_warmed.load()) return;
+  py::ref ns = py::check(PyDict_New());
+  py::ref builtins = py::check(PyImport_ImportModule("builtins"));
+  py::check(PyDict_SetItemString(ns.get(), "__builtins__", builtins.get()));
+  PyObject* out = PyRun_String(kWarmUp312, Py_file_input, ns.get(), ns.get());
+  if (out == nullptr) {
+    if (!PyErr_ExceptionMatches(PyExc_ModuleNotFoundError)) throw_preload_failure("warm-up");
+    PyErr_Clear();  // no ssl/hashlib here: nothing to protect
   }
-  PyErr_Clear();  // best effort: a missing module leaves nothing to protect
-  Py_XDECREF(builtins);
-  Py_XDECREF(ns);
-  g_preloaded.store(true);
+  Py_XDECREF(out);
+  g_warmed.store(true);
+}
+#endif
+
+// On the runtime thread, with the anchor (main interpreter) attached.
+void prepare_main_on_runtime_thread() {
+  try {
+    import_main_first();
+#if PY_VERSION_HEX < 0x030D0000
+    warm_up_312();
+#endif
+  } catch (py::PythonError& e) {
+    e.restore();
+    throw_preload_failure("import");
+  }
 }
 
 void preload_on_caller() {
-  if (g_preloaded.load()) return;
+  if (g_imported.load()) return;
   PyThreadState* current = current_thread_state();
-  if (current != nullptr && PyThreadState_GetInterpreter(current) == PyInterpreterState_Main()) {
-    preload_for_312();
+  if (current == nullptr || PyThreadState_GetInterpreter(current) != PyInterpreterState_Main()) {
+    return;
+  }
+  try {
+    import_main_first();
+  } catch (py::PythonError& e) {
+    e.restore();
+    throw_preload_failure("import");
   }
 }
-#endif
 
 // The isolated config of PEP 684 (own GIL and allocator, extensions must
 // support multiple interpreters), or the legacy one sharing the main GIL.
@@ -248,9 +306,7 @@ void interrupt_runs(const std::shared_ptr<InterpreterState>& state) {
   }
 }
 
-#if PY_VERSION_HEX < 0x030D0000
 void preload_on_caller() { subinterp::preload_on_caller(); }
-#endif
 
 void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state) {
   close_state(state, std::chrono::milliseconds(0), /*by_pool=*/true);
@@ -325,16 +381,17 @@ Interpreter Interpreter::create(const Config& config) {
 std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
                                                        std::thread::id worker) {
   std::shared_ptr<InterpreterState> state;
-#if PY_VERSION_HEX < 0x030D0000
   preload_on_caller();
-#endif
   detail::run_on_runtime_thread([&](PyThreadState* anchor) {
     // Lock order: the lifecycle mutex, then a GIL (as listings take them).
     std::lock_guard creating(detail::lifecycle_mutex());
     PyEval_RestoreThread(anchor);
-#if PY_VERSION_HEX < 0x030D0000
-    if (!g_preloaded.load()) preload_for_312();
-#endif
+    try {
+      prepare_main_on_runtime_thread();
+    } catch (...) {
+      PyEval_SaveThread();
+      throw;
+    }
     PyInterpreterConfig c = make_config(config);
     PyThreadState* tstate = nullptr;
     PyStatus status = Py_NewInterpreterFromConfig(&tstate, &c);
@@ -404,6 +461,13 @@ void Interpreter::exec(const Value& code) {
   }
   run_in(state_, [&] {
     py::ref compiled = code.rebuild();
+    // Running code that has free variables without a closure reads cells
+    // that do not exist (CPython's exec() refuses it the same way).
+    if (PyCode_GetNumFree(reinterpret_cast<PyCodeObject*>(compiled.get())) > 0) {
+      PyErr_SetString(PyExc_TypeError,
+                      "code object passed to exec() may not contain free variables");
+      py::throw_python_error();
+    }
     PyObject* ns = main_namespace();
     py::check(PyEval_EvalCode(compiled.get(), ns, ns));
   });

@@ -551,9 +551,7 @@ std::exception_ptr Future::error() const {
 std::uint64_t Future::id() const noexcept { return state_->id_; }
 
 Pool::Pool(PoolOptions options) {
-#if PY_VERSION_HEX < 0x030D0000
   detail::preload_on_caller();
-#endif
   state_ = std::make_shared<detail::PoolState>(std::move(options));
   detail::LivePools& live = detail::live_pools();
   std::lock_guard lock(live.mu);

@@ -101,11 +101,10 @@ Value call_each_attached(const Value& callable, const Value& items, bool unpack)
 // Stops every live pool (for shutdown()): no new tasks, queued ones
 // cancelled, running ones interrupted, workers joined (3 s grace).
 void pools_shutdown();
-#if PY_VERSION_HEX < 0x030D0000
-// Protects CPython 3.12 before the first interpreter is created (see
-// interpreter.cpp); to call on a thread that runs the main interpreter.
+// Imports, in the main interpreter, the stdlib modules that an isolated
+// interpreter must not be the first to import (see interpreter.cpp), when
+// the caller runs the main interpreter; create() does the rest.
 void preload_on_caller();
-#endif
 
 // Stops the runtime thread; thread-exit hooks stop touching Python.
 void shutdown_runtime();

@@ -273,6 +273,9 @@ class ValueCapture {
     try {
       data = detail::pickle_dumps(obj);
     } catch (py::PythonError& e) {
+      // Ctrl-C or SystemExit while pickling ran Python code: not a reason
+      // to call the value unshareable.
+      if (detail::is_interruption(e.exception())) throw;
       py::ref exc = e.take();
       py::ref text = py::ref::steal(PyObject_Str(exc.get()));
       std::string reason = text ? detail::utf8(text.get()) : "it cannot be pickled";
@@ -318,7 +321,8 @@ bool Value::is_shareable(PyObject* obj) {
     return true;
   } catch (NotShareable&) {
     return false;
-  } catch (py::PythonError&) {
+  } catch (py::PythonError& e) {
+    if (detail::is_interruption(e.exception())) throw;
     return false;
   }
 }

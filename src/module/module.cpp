@@ -238,6 +238,10 @@ PyObject* m_is_running(PyObject* module, PyObject* id) {
 // Code to run: source text, a code object, or a function without
 // parameters, whose body runs.
 si::Value exec_code(PyObject* code) {
+  if (PyCode_Check(code) && PyCode_GetNumFree(reinterpret_cast<PyCodeObject*>(code)) > 0) {
+    PyErr_SetString(PyExc_TypeError, "code object passed to exec() may not contain free variables");
+    py::throw_python_error();
+  }
   if (PyUnicode_Check(code) || PyCode_Check(code)) return si::Value::capture(code);
   if (PyFunction_Check(code)) {
     PyCodeObject* co = reinterpret_cast<PyCodeObject*>(PyFunction_GetCode(code));
