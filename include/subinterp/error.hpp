@@ -6,12 +6,21 @@
 #pragma once
 
 #include <Python.h>
+#include <cxxabi.h>
 
 #include <stdexcept>
 #include <string>
 
 #include "subinterp/ref.hpp"
 #include "subinterp/snapshot.hpp"
+
+// Put before every `catch (...)` that may see a thread being ended by
+// CPython at exit (pthread_exit unwinds C++ frames with a special
+// exception that must not be swallowed).
+#define SUBINTERP_PASS_FORCED_UNWIND \
+  catch (abi::__forced_unwind&) {    \
+    throw;                           \
+  }
 
 namespace subinterp {
 

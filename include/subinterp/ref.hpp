@@ -9,7 +9,27 @@
 
 #include <Python.h>
 
+#include <atomic>
 #include <utility>
+
+namespace subinterp {
+namespace detail {
+// Set by shutdown(). While CPython finalizes the process, a thread other
+// than the finalizing one that tries to take a GIL is ended by CPython
+// (pthread_exit), which unwinds the C++ frames on its stack: their
+// destructors must then leave Python alone (its objects may be gone).
+extern std::atomic<bool> g_exit_started;
+bool python_unusable_here() noexcept;
+}  // namespace detail
+
+// True on a thread that must not touch Python any more (see above). Cheap:
+// one relaxed load until shutdown() has run.
+inline bool python_unusable() noexcept {
+  return detail::g_exit_started.load(std::memory_order_relaxed) &&
+         detail::python_unusable_here();
+}
+
+}  // namespace subinterp
 
 namespace subinterp::py {
 
@@ -18,7 +38,9 @@ class ref {
   ref() noexcept = default;
   ref(const ref& other) noexcept : ptr_(other.ptr_) { Py_XINCREF(ptr_); }
   ref(ref&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
-  ~ref() { Py_XDECREF(ptr_); }
+  ~ref() {
+    if (ptr_ != nullptr && !python_unusable()) Py_DECREF(ptr_);
+  }
 
   // Installs the new pointer before dropping the old one: the decref can run
   // arbitrary code that may look at this ref again.

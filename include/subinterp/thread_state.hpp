@@ -3,6 +3,8 @@
 
 #include <Python.h>
 
+#include "subinterp/ref.hpp"
+
 namespace subinterp {
 
 // The thread state attached on this thread, or nullptr.
@@ -28,7 +30,7 @@ class ThreadStateGuard {
     PyEval_RestoreThread(target_);
   }
   ~ThreadStateGuard() {
-    if (prev_ == target_) return;
+    if (prev_ == target_ || python_unusable()) return;
     PyEval_SaveThread();
     if (prev_ != nullptr) PyEval_RestoreThread(prev_);
   }
@@ -48,7 +50,7 @@ class DetachGuard {
     if (saved_ != nullptr) PyEval_SaveThread();
   }
   ~DetachGuard() {
-    if (saved_ != nullptr) PyEval_RestoreThread(saved_);
+    if (saved_ != nullptr && !python_unusable()) PyEval_RestoreThread(saved_);
   }
   DetachGuard(const DetachGuard&) = delete;
   DetachGuard& operator=(const DetachGuard&) = delete;

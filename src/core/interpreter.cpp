@@ -1,6 +1,7 @@
 #include "subinterp/interpreter.hpp"
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -230,28 +231,13 @@ void exec_source(const std::string& source) {
   py::check(PyEval_EvalCode(code.get(), ns, ns));
 }
 
-// Ends the interpreter on the runtime thread. Its state is closed and idle.
-void end_interpreter(InterpreterState& s,
-                     std::unordered_map<std::thread::id, PyThreadState*> others) {
-  detail::run_on_runtime_thread([&](PyThreadState*) {
-    std::lock_guard ending(detail::lifecycle_mutex());
-    PyEval_RestoreThread(s.home_);
-    // These belong to threads that attached another thread state after
-    // them (see Attachment), so deleting them here leaves no thread's
-    // PyGILState slot dangling.
-    for (auto& [thread, tstate] : others) {
-      PyThreadState_Clear(tstate);
-      PyThreadState_Delete(tstate);
-    }
-    Py_EndInterpreter(s.home_);
-  });
-}
-
-// Ends the interpreter. A running one is refused, or, with `grace`, given
-// that long to finish its run first.
-void close_state(const std::shared_ptr<InterpreterState>& state,
-                 std::chrono::milliseconds grace = std::chrono::milliseconds(0),
-                 bool by_pool = false) {
+// Checks that `state` may be closed by this caller, marks it closed (no new
+// runs or visits), waits for the short attachments in progress and starts
+// its end on a thread of its own. A running interpreter is refused, or,
+// with `running_deadline`, given until then to finish its run.
+std::shared_ptr<detail::EndJob> begin_close(const std::shared_ptr<InterpreterState>& state,
+                                            const detail::Deadline& running_deadline,
+                                            bool by_pool) {
   InterpreterState& s = *state;
   if (s.home_ == nullptr) throw InterpreterError("the main interpreter cannot be closed");
   if (!by_pool && s.worker_thread_ != std::thread::id()) {
@@ -262,43 +248,62 @@ void close_state(const std::shared_ptr<InterpreterState>& state,
   if (current != nullptr && PyThreadState_GetInterpreter(current) == s.interp_) {
     throw InterpreterError("an interpreter cannot close itself");
   }
-  std::unordered_map<std::thread::id, PyThreadState*> others;
+  detail::ThreadStates others;
+  std::shared_ptr<detail::EndJob> job;
   {
     DetachGuard detached;  // value rebuilds in progress need their GILs
     std::unique_lock lock(s.mu_);
     if (s.closed_) throw InterpreterNotFound(name_of(s.id_) + " has already been closed");
-    if (s.running_ && grace.count() > 0) {
-      s.idle_.wait_for(lock, grace, [&] { return !s.running_ || s.closed_; });
+    if (s.running_ && running_deadline) {
+      s.idle_.wait_until(lock, *running_deadline, [&] { return !s.running_ || s.closed_; });
       if (s.closed_) throw InterpreterNotFound(name_of(s.id_) + " has already been closed");
     }
     if (s.running_) throw InterpreterError(name_of(s.id_) + " is running");
     s.closed_ = true;
     s.idle_.wait(lock, [&] { return s.attached_ == 0; });
     others.swap(s.tstates_);
+    job = detail::new_end_job();
+    s.ending_ = job;
   }
-  // Still registered while it ends: objects finalized in it may look it up
-  // (and find it closed).
-  end_interpreter(s, std::move(others));
-  detail::unregister_owned(s.id_);
-  detail::queues_interpreter_closed(s.id_);
+  detail::start_end(state, job, std::move(others));
+  return job;
+}
+
+// Ends the interpreter and waits for it. In the main thread Ctrl-C ends the
+// wait (py::PythonError); the end goes on.
+void close_state(const std::shared_ptr<InterpreterState>& state, bool by_pool = false) {
+  std::shared_ptr<detail::EndJob> job = begin_close(state, std::nullopt, by_pool);
+  switch (detail::wait_end(job)) {
+    case detail::EndWait::Refused:
+      throw InterpreterError(detail::end_error(*job));
+    case detail::EndWait::Interrupted:
+      py::throw_python_error();
+    default:
+      return;
+  }
 }
 
 }  // namespace
 
 namespace detail {
 
-// Raises SystemExit in the threads that run code in `state` now. Python
-// code notices it at its next bytecode boundary; a thread blocked in a C call
-// only when that returns. Reports failures on stderr (used at shutdown).
+// Raises SystemExit in every thread of `state` (its own threads and those
+// that run code in it now). Python code notices it at its next bytecode
+// boundary; a thread blocked in a C call only when that returns. Reports
+// failures on stderr (used at shutdown).
 void interrupt_runs(const std::shared_ptr<InterpreterState>& state) {
-  std::vector<unsigned long> threads;
   {
     std::lock_guard lock(state->mu_);
-    if (!state->running_ || state->closed_) return;
-    for (auto& [thread, tstate] : state->tstates_) threads.push_back(tstate->thread_id);
+    if (state->closed_) return;
   }
   try {
     Attachment attached(state, false);
+    PyThreadState* mine = current_thread_state();
+    std::vector<unsigned long> threads;
+    for (PyThreadState* t = PyInterpreterState_ThreadHead(state->interp_); t != nullptr;
+         t = PyThreadState_Next(t)) {
+      if (t != mine && t != state->home_) threads.push_back(t->thread_id);
+    }
     for (unsigned long id : threads) PyThreadState_SetAsyncExc(id, PyExc_SystemExit);
   } catch (std::exception& e) {
     std::fprintf(stderr, "subinterp: could not stop interpreter %lld: %s\n",
@@ -309,7 +314,7 @@ void interrupt_runs(const std::shared_ptr<InterpreterState>& state) {
 void preload_on_caller() { subinterp::preload_on_caller(); }
 
 void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state) {
-  close_state(state, std::chrono::milliseconds(0), /*by_pool=*/true);
+  close_state(state, /*by_pool=*/true);
 }
 
 void exec_attached(const std::string& source) { exec_source(source); }
@@ -359,14 +364,23 @@ Value call_each_attached(const Value& callable, const Value& items, bool unpack)
   return capture_result(results.get());
 }
 
-void close_released(const std::shared_ptr<InterpreterState>& state,
-                    std::chrono::milliseconds grace) {
+void close_released(const std::shared_ptr<InterpreterState>& state) {
   try {
-    close_state(state, grace);
+    close_state(state);
   } catch (InterpreterNotFound&) {
     // closed explicitly meanwhile
+  } catch (py::PythonError& e) {
+    // Ctrl-C ended the wait (the end goes on): nobody to raise to here, so
+    // the interrupt is delivered again for the main thread's next check.
+    if (e.matches(PyExc_KeyboardInterrupt)) {
+      e.take();
+      PyErr_SetInterruptEx(SIGINT);
+    } else {
+      e.restore();
+      PyErr_WriteUnraisable(nullptr);
+    }
   } catch (std::exception& e) {
-    // Running at exit or when its last reference went: nobody to raise to.
+    // When its last reference went: nobody to raise to.
     std::fprintf(stderr, "subinterp: could not close interpreter %lld: %s\n",
                  static_cast<long long>(state->id_), e.what());
   }
@@ -380,6 +394,10 @@ Interpreter Interpreter::create(const Config& config) {
 
 std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
                                                        std::thread::id worker) {
+  if (detail::in_interpreter_end()) {
+    // The runtime thread would wait for the lifecycle lock this thread holds.
+    throw InterpreterError("cannot create an interpreter while another one is being ended");
+  }
   std::shared_ptr<InterpreterState> state;
   preload_on_caller();
   detail::run_on_runtime_thread([&](PyThreadState* anchor) {
@@ -388,7 +406,7 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     PyEval_RestoreThread(anchor);
     try {
       prepare_main_on_runtime_thread();
-    } catch (...) {
+    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
       PyEval_SaveThread();
       throw;
     }
@@ -412,6 +430,14 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     // say, close it when a listing's last reference to it goes).
     state->worker_thread_ = worker;
     detail::register_owned(state);
+    PyEval_SaveThread();
+    // Attaching a thread state binds it to the thread's PyGILState slot
+    // (CPython 3.12 and 3.13), so the new interpreter's thread state now
+    // holds the runtime thread's slot. The interpreter may be ended on
+    // another thread, which deletes that thread state: give the slot back
+    // to the anchor, or the next attachment here would write to freed
+    // memory.
+    PyEval_RestoreThread(anchor);
     PyEval_SaveThread();
   });
   return state;
@@ -537,22 +563,47 @@ std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
 }
 
 void shutdown() {
+  detail::note_exit_thread();
   // Calls blocked in queues and channels (say, a daemon thread's worker
   // waiting for its next task) return with an error, so that their
   // interpreters stop running and can be ended.
   detail::g_waits_refused.store(true);
   detail::queues_refuse_waits();
   detail::channels_refuse_waits();
+  // One grace period for everything: code that handles SystemExit gets
+  // that long to finish.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   // Pools stop taking tasks, cancel the queued ones, and their workers end
   // their interpreters (running tasks get SystemExit, as below).
-  detail::pools_shutdown();
-  // Other runs (a daemon thread's endless loop) are asked to stop with
-  // SystemExit and get a moment to end: an interpreter left running would
-  // make Python's own finalization abort the process.
+  detail::pools_shutdown(deadline);
+  // Every other interpreter: SystemExit in all its threads (a daemon
+  // thread's endless loop, the interpreter's own threads), then its end.
+  std::vector<std::shared_ptr<InterpreterState>> open;
   for (auto& state : detail::all_owned()) {
-    detail::interrupt_runs(state);
-    detail::close_released(state, std::chrono::milliseconds(3000));
+    if (state->worker_thread_ == std::thread::id()) open.push_back(state);
   }
+  for (auto& state : open) detail::interrupt_runs(state);
+  std::vector<std::shared_ptr<detail::EndJob>> jobs;
+  for (auto& state : open) {
+    try {
+      jobs.push_back(begin_close(state, deadline, false));
+    } catch (InterpreterNotFound&) {
+      // closed meanwhile
+    } catch (std::exception&) {
+      // still running at the deadline: ended below
+    }
+  }
+  for (auto& job : jobs) {
+    if (detail::wait_end(job, deadline) == detail::EndWait::Interrupted) {
+      PyErr_Clear();  // Ctrl-C at exit: stop waiting, end them now
+      break;
+    }
+  }
+  // What is left (a thread blocked in C code, a loop that catches
+  // SystemExit, a pool task that never returns) is ended while Python
+  // finalizes, when no other thread can run Python code any more: Python's
+  // own finalization must never meet a running interpreter.
+  detail::end_at_finalization(detail::all_owned());
   detail::shutdown_runtime();
 }
 

@@ -66,7 +66,7 @@ class TaskState {
   // thread is spinning in wait(): that thread runs it, so that a completion
   // that needs the waiter's own GIL does not wait for the waiter to hand it
   // over (a sleep and a wake-up on each side).
-  void ran(Value result, std::exception_ptr error) noexcept {
+  void ran(Value result, std::exception_ptr error) {
     result_ = std::move(result);
     error_ = std::move(error);
     callable_ = args_ = kwargs_ = Value();  // freed on the worker's thread
@@ -76,7 +76,9 @@ class TaskState {
 
   // Runs the completion once (whoever claims it first), then wakes the
   // waiters. Called after ran() or drop().
-  void complete() noexcept {
+  // Not noexcept: the completion runs Python code, and a thread that
+  // CPython ends at exit unwinds through it.
+  void complete() {
     if (claimed_.exchange(true)) return;
     if (on_done_) {
       on_done_(result_, error_);
@@ -119,8 +121,9 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
   // With `interruptible`, a signal handler that raises ends the wait
   // (throws py::PythonError).
   void shutdown(bool wait, bool cancel_pending, bool interruptible = true);
-  // Runtime shutdown: cancel, interrupt, join with a grace period.
-  void stop_for_exit();
+  // Runtime shutdown: cancel, interrupt, join if the workers end by the
+  // deadline.
+  void stop_for_exit(std::chrono::steady_clock::time_point deadline);
 
   const PoolOptions options_;
   std::size_t max_workers_ = 1;
@@ -263,14 +266,14 @@ void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskSt
     } catch (py::PythonError& e) {
       py::ref exc = e.take();
       error = std::make_exception_ptr(ExecutionFailed(ExceptionSnapshot::capture(exc.get())));
-    } catch (...) {
+    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
       error = std::current_exception();
     }
     // Still attached: a completion that visits another interpreter then
     // reuses this thread's thread state for it.
     task.ran(std::move(result), std::move(error));
     return;
-  } catch (...) {
+  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
     error = std::current_exception();  // the attachment failed
   }
   task.ran(Value(), std::move(error));
@@ -415,8 +418,11 @@ void PoolState::join_threads() {
     Lock lock(mu_);
     threads.swap(threads_);
   }
+  // Inside the end of an interpreter (which dropped the pool) the lifecycle
+  // lock is held, and ending workers need it: they finish on their own.
+  const bool detach_all = in_interpreter_end();
   for (auto& t : threads) {
-    if (t.get_id() == std::this_thread::get_id()) {
+    if (detach_all || t.get_id() == std::this_thread::get_id()) {
       t.detach();  // the last owner let go on this worker
     } else if (t.joinable()) {
       t.join();
@@ -454,7 +460,7 @@ void PoolState::shutdown(bool wait, bool cancel_pending, bool interruptible) {
   join_threads();
 }
 
-void PoolState::stop_for_exit() {
+void PoolState::stop_for_exit(std::chrono::steady_clock::time_point deadline) {
   stop_taking();
   drop_queued(std::make_exception_ptr(
                   PoolShutDown("the subinterp runtime is shutting down: the task was dropped")),
@@ -468,15 +474,16 @@ void PoolState::stop_for_exit() {
   {
     DetachGuard detached;
     Lock lock(mu_);
-    if (!ended_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return live_ == 0; })) {
-      std::fprintf(stderr, "subinterp: %zu pool worker(s) did not stop at exit\n", live_);
+    if (!ended_cv_.wait_until(lock, deadline, [&] { return live_ == 0; })) {
+      // A task blocked in C code, or one that catches SystemExit: its
+      // interpreter is ended while Python finalizes (see shutdown()).
       return;  // their threads stay joinable; the state is leaked with them
     }
   }
   join_threads();
 }
 
-void pools_shutdown() {
+void pools_shutdown(std::chrono::steady_clock::time_point deadline) {
   std::vector<std::shared_ptr<PoolState>> pools;
   {
     LivePools& live = live_pools();
@@ -486,7 +493,7 @@ void pools_shutdown() {
     }
     live.pools.clear();
   }
-  for (auto& pool : pools) pool->stop_for_exit();
+  for (auto& pool : pools) pool->stop_for_exit(deadline);
 }
 
 }  // namespace detail

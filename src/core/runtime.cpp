@@ -42,7 +42,7 @@ class RuntimeThread {
       jobs_.push_back([&] {
         try {
           job(anchor_);
-        } catch (...) {
+        } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
           error = std::current_exception();
         }
         std::lock_guard done_lock(mu_);
@@ -294,6 +294,7 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
 
 Attachment::~Attachment() {
   InterpreterState& s = *state_;
+  if (python_unusable()) return;  // CPython is ending this thread at exit
   if (swapped_) {
     if (temporary_) {
       PyThreadState_Clear(tstate_);

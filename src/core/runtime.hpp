@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -18,6 +20,8 @@
 #include "subinterp/interpreter.hpp"
 
 namespace subinterp::detail {
+
+struct EndJob;
 
 class InterpreterState {
  public:
@@ -43,7 +47,49 @@ class InterpreterState {
   std::thread::id worker_thread_;
   // Cached thread states of other threads (one per thread).
   std::unordered_map<std::thread::id, PyThreadState*> tstates_;
+  // Set when a close starts (closed_ is set then too): the interpreter is
+  // ended on a thread of its own (see ending.cpp). Reset if the close is
+  // refused (threads of the interpreter still run).
+  std::shared_ptr<EndJob> ending_;
+  bool in_end_ = false;  // Py_EndInterpreter has started: nothing can stop it
 };
+
+using ThreadStates = std::unordered_map<std::thread::id, PyThreadState*>;
+
+// --- ending interpreters (ending.cpp) ---------------------------------------
+
+// How a wait for an interpreter's end came out.
+enum class EndWait { Ended, Refused, Interrupted, TimedOut, NotWaited };
+
+// Starts ending `state` on a thread of its own and returns the job. The
+// caller has set closed_ and ending_ = job, seen attached_ drop to zero and
+// taken `others` (the cached thread states of other threads) out of it.
+// The ender waits for the interpreter's own threads and runs its exit
+// functions without any lock held, then ends it under the lifecycle lock;
+// if threads the runtime cannot join still run, it reopens the interpreter
+// and the job fails.
+std::shared_ptr<EndJob> new_end_job();
+void start_end(const std::shared_ptr<InterpreterState>& state,
+               const std::shared_ptr<EndJob>& job, ThreadStates others);
+// Waits for `job` with this thread's GIL released. In the main thread a
+// signal handler that raises ends the wait (Interrupted, the error pending,
+// the end goes on). On a thread that is ending another interpreter under the
+// lifecycle lock, does not wait (NotWaited): that end waits for this one
+// once it has released the lock.
+EndWait wait_end(const std::shared_ptr<EndJob>& job, const std::optional<
+                 std::chrono::steady_clock::time_point>& deadline = std::nullopt);
+// The reason a refused end gave.
+std::string end_error(const EndJob& job);
+// True on a thread inside Py_EndInterpreter of one of our interpreters
+// (it holds the lifecycle lock): it must not wait for other ends, pools'
+// workers or the runtime thread.
+bool in_interpreter_end() noexcept;
+// For shutdown(): interpreters that could not be ended in time (a thread
+// blocked in C code, a loop that catches SystemExit) are ended while CPython
+// finalizes, once no other thread can take a GIL any more.
+void end_at_finalization(std::vector<std::shared_ptr<InterpreterState>> stuck);
+// Records the thread that runs shutdown() (and then finalizes Python).
+void note_exit_thread();
 
 // Attaches a thread state of `state` on this thread for the object's
 // lifetime. With `run`, marks the interpreter running (and refuses if it
@@ -83,10 +129,10 @@ std::shared_ptr<InterpreterState> create_owned(const Config& config, std::thread
 void pin_thread_state(const std::shared_ptr<InterpreterState>& state);
 void unpin_thread_state(const std::shared_ptr<InterpreterState>& state);
 
-void close_released(const std::shared_ptr<InterpreterState>& state,
-                    std::chrono::milliseconds grace = std::chrono::milliseconds(0));
-// Raises SystemExit in the threads that run code in `state` now (for
-// shutdown); reports failures on stderr.
+// Never throws; Ctrl-C that ends its wait is delivered again.
+void close_released(const std::shared_ptr<InterpreterState>& state);
+// Raises SystemExit in every thread of `state` (for shutdown); reports
+// failures on stderr.
 void interrupt_runs(const std::shared_ptr<InterpreterState>& state);
 // Ends a pool worker's interpreter (which close() refuses). Throws as close().
 void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state);
@@ -99,8 +145,9 @@ void exec_attached(const std::string& source);
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs);
 Value call_each_attached(const Value& callable, const Value& items, bool unpack);
 // Stops every live pool (for shutdown()): no new tasks, queued ones
-// cancelled, running ones interrupted, workers joined (3 s grace).
-void pools_shutdown();
+// cancelled, running ones interrupted, workers joined if they end by the
+// deadline.
+void pools_shutdown(std::chrono::steady_clock::time_point deadline);
 // Imports, in the main interpreter, the stdlib modules that an isolated
 // interpreter must not be the first to import (see interpreter.cpp), when
 // the caller runs the main interpreter; create() does the rest.

@@ -62,7 +62,7 @@ void GilRelease::release() noexcept {
 }
 
 void GilRelease::acquire() noexcept {
-  if (released_ == nullptr) return;
+  if (released_ == nullptr || python_unusable()) return;
   PyEval_RestoreThread(released_);
   released_ = nullptr;
 }

@@ -40,10 +40,10 @@ std::int64_t channel_key(std::int64_t id, si::ChannelEnd end) {
 // Like entry(), for methods: the module is found only when an error needs
 // translating.
 template <class Body>
-PyObject* method_entry(PyTypeObject* defining_class, Body&& body) noexcept {
+PyObject* method_entry(PyTypeObject* defining_class, Body&& body) {
   try {
     return body();
-  } catch (...) {
+  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
     PyObject* module = PyType_GetModule(defining_class);
     if (module == nullptr) return nullptr;
     translate(module);
@@ -273,7 +273,7 @@ PyObject* q_full(PyObject* self, PyObject*) {
 }
 // For methods whose core call fails only on resource exhaustion.
 template <class Body>
-PyObject* guarded(Body&& body) noexcept {
+PyObject* guarded(Body&& body) {
   try {
     body();
     Py_RETURN_NONE;

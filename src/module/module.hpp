@@ -66,10 +66,11 @@ void translate(PyObject* module) noexcept;
 
 // Each entry point is one try: this runs `body` and translates errors.
 template <class Body>
-PyObject* entry(PyObject* module, Body&& body) noexcept {
+// Not noexcept: a thread that CPython ends at exit unwinds through it.
+PyObject* entry(PyObject* module, Body&& body) {
   try {
     return body();
-  } catch (...) {
+  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
     translate(module);
     return nullptr;
   }

@@ -41,7 +41,7 @@ TaskObject* as_task(PyObject* self) { return reinterpret_cast<TaskObject*>(self)
 py::ref exception_object(PyObject* module, const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
-  } catch (...) {
+  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
     translate(module);
   }
   return py::ref::steal(PyErr_GetRaisedException());
@@ -61,10 +61,10 @@ class Delivery {
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;
 
-  void deliver(const si::Value& result, const std::exception_ptr& error) noexcept {
+  void deliver(const si::Value& result, const std::exception_ptr& error) {
     try {
       home_.visit([&] { settle(result, error); });
-    } catch (...) {
+    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
       // The submitting interpreter is gone, and its futures with it.
     }
   }
@@ -77,7 +77,7 @@ class Delivery {
   }
 
  private:
-  void settle(const si::Value& result, const std::exception_ptr& error) noexcept {
+  void settle(const si::Value& result, const std::exception_ptr& error) {
     if (future_ == nullptr) return;
     py::ref value;
     py::ref exc;
@@ -86,7 +86,7 @@ class Delivery {
         value = result.rebuild();
       } catch (py::PythonError& e) {
         exc = e.take();
-      } catch (...) {
+      } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
         exc = exception_object(module_, std::current_exception());
       }
     } else {
@@ -217,7 +217,7 @@ PyObject* queue_task(PoolObject* p, PyObject* future, Submit&& submit) {
   try {
     si::Future f = submit(completion_for(delivery));
     return task_new(p->module, std::move(f));
-  } catch (...) {
+  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
     delivery->drop();
     throw;
   }
