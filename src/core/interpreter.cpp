@@ -11,6 +11,7 @@
 
 #include "function.hpp"
 #include "internal.hpp"
+#include "interrupt.hpp"
 #include "runtime.hpp"
 #include "wait.hpp"
 #include "subinterp/subinterp.hpp"
@@ -179,16 +180,27 @@ PyInterpreterConfig make_config(const Config& config) {
 }
 
 // Runs `body` in the interpreter as a run (refused while another runs);
-// Python errors raised by it become ExecutionFailed.
+// Python errors raised by it become ExecutionFailed. On the main thread,
+// Ctrl-C meanwhile raises KeyboardInterrupt in the code and then here.
 template <class Body>
 void run_in(const std::shared_ptr<InterpreterState>& state, Body&& body) {
-  Attachment attached(state, /*run=*/true);
+  detail::MainRunWatch watch(state);
   std::optional<ExceptionSnapshot> failure;
-  try {
-    body();
-  } catch (py::PythonError& e) {
-    py::ref exc = e.take();
-    failure = ExceptionSnapshot::capture(exc.get());
+  bool keyboard_interrupt = false;
+  {
+    Attachment attached(state, /*run=*/true);
+    try {
+      body();
+    } catch (py::PythonError& e) {
+      py::ref exc = e.take();
+      keyboard_interrupt = PyErr_GivenExceptionMatches(exc.get(), PyExc_KeyboardInterrupt);
+      failure = ExceptionSnapshot::capture(exc.get());
+    }
+  }
+  watch.end();
+  if (watch.injected()) {
+    if (keyboard_interrupt) detail::MainRunWatch::raise_keyboard_interrupt();
+    detail::MainRunWatch::clear_pending(state);
   }
   if (failure) throw ExecutionFailed(std::move(*failure));
 }
