@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "frames.hpp"
 #include "function.hpp"
 #include "internal.hpp"
 #include "runtime.hpp"
@@ -335,6 +336,15 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
 #if PY_VERSION_HEX < 0x030D0000
     if (!g_preloaded.load()) preload_for_312();
 #endif
+    // sys._current_frames() and sys._current_exceptions() list the calling
+    // interpreter's threads only, here in the main one and below in the new
+    // one: CPython's walk every interpreter and crash (frames.cpp).
+    try {
+      detail::protect_thread_listings_or_fail();
+    } catch (...) {
+      PyEval_SaveThread();
+      throw;
+    }
     PyInterpreterConfig c = make_config(config);
     PyThreadState* tstate = nullptr;
     PyStatus status = Py_NewInterpreterFromConfig(&tstate, &c);
@@ -345,6 +355,12 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
       PyEval_SaveThread();
       throw InterpreterError(std::string("interpreter creation failed: ") +
                              (status.err_msg != nullptr ? status.err_msg : "unknown error"));
+    }
+    try {
+      detail::protect_thread_listings_or_fail();
+    } catch (...) {
+      Py_EndInterpreter(tstate);
+      throw;
     }
     // The new interpreter's thread state is attached (the anchor was
     // detached by CPython); detaching it leaves this thread with none.
