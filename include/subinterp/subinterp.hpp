@@ -3,6 +3,7 @@
 
 #include "subinterp/error.hpp"
 #include "subinterp/channel.hpp"
+#include "subinterp/frames.hpp"
 #include "subinterp/interpreter.hpp"
 #include "subinterp/pool.hpp"
 #include "subinterp/queue.hpp"

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "frames.hpp"
 #include "function.hpp"
 #include "internal.hpp"
 #include "interrupt.hpp"
@@ -418,6 +419,11 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     PyEval_RestoreThread(anchor);
     try {
       prepare_main_on_runtime_thread();
+      // sys._current_frames() and sys._current_exceptions() list the
+      // calling interpreter's threads only, here in the main one and below
+      // in the new one: CPython's walk every interpreter and crash
+      // (frames.cpp).
+      detail::protect_thread_listings_or_fail();
     } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
       PyEval_SaveThread();
       throw;
@@ -432,6 +438,12 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
       PyEval_SaveThread();
       throw InterpreterError(std::string("interpreter creation failed: ") +
                              (status.err_msg != nullptr ? status.err_msg : "unknown error"));
+    }
+    try {
+      detail::protect_thread_listings_or_fail();
+    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+      Py_EndInterpreter(tstate);
+      throw;
     }
     // The new interpreter's thread state is attached (the anchor was
     // detached by CPython); detaching it leaves this thread with none.

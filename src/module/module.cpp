@@ -463,6 +463,8 @@ int module_exec(PyObject* module) {
   if (handles_exec(module) < 0) return -1;
   if (pool_exec(module) < 0) return -1;
   try {
+    // `import subinterp` makes these safe in whatever interpreter runs it.
+    si::protect_thread_listings();
     PyObject* type = reinterpret_cast<PyObject*>(si::shared_buffer_type());
     py::check(PyModule_AddObjectRef(module, "SharedBuffer", type));
   } catch (py::PythonError& e) {
