@@ -150,7 +150,15 @@ class _Future(_base.Future):
         return timeout
 
     def result(self, timeout=None):
-        return super().result(self._wait_task(timeout))
+        result = super().result(self._wait_task(timeout))
+        if self._exception is not None:
+            # An exception whose bool() is false: Future.result() of CPython
+            # 3.12 and early 3.13 returns None for it (gh-132063).
+            try:
+                raise self._exception
+            finally:
+                self = None
+        return result
 
     def exception(self, timeout=None):
         return super().exception(self._wait_task(timeout))
@@ -337,23 +345,9 @@ class InterpreterPoolExecutor(_thread.ThreadPoolExecutor):
         if isinstance(fn, str):
             # As in 3.14, which may run scripts one day.
             raise TypeError('scripts not supported')
-        if not callable(fn):
-            return self._failed(TypeError(
-                f'{type(fn).__name__!r} object is not callable'))
+        # What is not callable travels and fails there, as in 3.14 (an
+        # object that cannot travel fails with NotShareableError first).
         return self._queue(self._pool.submit, fn, args, kwargs)
-
-    def _failed(self, exc):
-        # A future failed with `exc`, where a task would have been queued:
-        # a broken or shut down executor refuses it as it refuses tasks.
-        if self._init_error is not None:
-            return self._broken_by_init_error()
-        reason = self._pool.broken()
-        if reason is not None:
-            raise BrokenInterpreterPool(reason)
-        self._check_open()
-        future = _Future()
-        future.set_exception(exc)
-        return future
 
     def _queue(self, pool_submit, *args):
         # A future for the task pool_submit(future, *args) queues. A value

@@ -464,6 +464,12 @@ class NotShareableTests(ExecutorTestBase):
                 self.assertTrue(f.done())
                 self.assertEqual(ex.submit(abs, -2).result(timeout=SAFETY), 2)
 
+    def test_falsey_exception_is_raised(self):
+        # Future.result() of 3.12 and 3.13.0 returns None for it (gh-132063).
+        ex = self.executor(1)
+        with self.assertRaisesRegex(targets.FalseyError, 'falsey'):
+            ex.submit(targets.raise_falsey, 'falsey').result(timeout=SAFETY)
+
     def test_unshareable_callable(self):
         # As in 3.14, submit() returns a future that fails.
         ex = self.executor(1)
