@@ -72,16 +72,17 @@ struct QueueItem {
 
 class Queue {
  public:
-  // maxsize 0 means unbounded. `unbound` is the policy of put() calls that
-  // give none.
-  static Queue create(std::size_t maxsize = 0, Unbound unbound = Unbound::Replace);
+  // maxsize 0 or less means unbounded (maxsize() still reports the value
+  // given, as Python's queues do). `unbound` is the policy of put() calls
+  // that give none.
+  static Queue create(std::int64_t maxsize = 0, Unbound unbound = Unbound::Replace);
   // The queue with this id. Throws QueueNotFound.
   static Queue find(std::int64_t id);
   // Ids of the queues that exist now.
   static std::vector<std::int64_t> list_all();
 
   std::int64_t id() const noexcept;
-  std::size_t maxsize() const noexcept;
+  std::int64_t maxsize() const noexcept;
   Unbound default_unbound() const noexcept;
 
   // Appends `value`; while the queue is full, waits up to `timeout` seconds

@@ -2,11 +2,13 @@
 
 :class:`InterpreterPoolExecutor` is the class that Python 3.14 ships in
 :mod:`concurrent.futures`, for Python 3.12 and 3.13: a
-:class:`concurrent.futures.Executor` whose workers are threads that each own
-an interpreter with its own GIL, so CPU-bound Python code runs in parallel,
-in one process. Its futures are :class:`concurrent.futures.Future` objects
-and work with :func:`concurrent.futures.wait`,
-:func:`concurrent.futures.as_completed` and :func:`asyncio.wrap_future`.
+:class:`concurrent.futures.ThreadPoolExecutor` (as in 3.14, so that
+``asyncio`` takes it as a default executor) whose workers are threads that
+each own an interpreter with its own GIL, so CPU-bound Python code runs in
+parallel, in one process. Its futures are
+:class:`concurrent.futures.Future` objects and work with
+:func:`concurrent.futures.wait`, :func:`concurrent.futures.as_completed`
+and :func:`asyncio.wrap_future`.
 
 Beyond 3.14:
 
@@ -51,6 +53,42 @@ _subinterp.register(CancelledError=_base.CancelledError,
                     BrokenInterpreterPool=BrokenInterpreterPool)
 
 _PENDING = _base.PENDING
+
+
+def _log_initializer_failure(broken):
+    # As ThreadPoolExecutor's workers do (and so 3.14's executor): on the
+    # 'concurrent.futures' logger, with the exception that the initializer
+    # raised. Its __cause__ is then the ExecutionFailed that shows the
+    # remote traceback, as in 3.14.
+    exc = broken.__cause__ if broken.__cause__ is not None else broken
+    if isinstance(exc, ExecutionFailed):
+        original = exc.excinfo.rebuild()
+        if original is not None:
+            original.__cause__ = exc
+            exc = original
+    _base.LOGGER.critical('Exception in initializer:',
+                          exc_info=(type(exc), exc, exc.__traceback__))
+
+
+class _Settler:
+    # The settle function of one pool: settles its futures, and logs the
+    # initializer's failure once, before the first future it breaks is
+    # settled (so that result() returns after the log).
+
+    __slots__ = ('logged',)
+
+    def __init__(self):
+        self.logged = False
+
+    def log_broken(self, broken):
+        if not self.logged:
+            self.logged = True
+            _log_initializer_failure(broken)
+
+    def __call__(self, future, result, exc):
+        if isinstance(exc, BrokenInterpreterPool):
+            self.log_broken(exc)
+        _settle(future, result, exc)
 
 
 def _settle(future, result, exc):
@@ -112,7 +150,15 @@ class _Future(_base.Future):
         return timeout
 
     def result(self, timeout=None):
-        return super().result(self._wait_task(timeout))
+        result = super().result(self._wait_task(timeout))
+        if self._exception is not None:
+            # An exception whose bool() is false: Future.result() of CPython
+            # 3.12 and early 3.13 returns None for it (gh-132063).
+            try:
+                raise self._exception
+            finally:
+                self = None
+        return result
 
     def exception(self, timeout=None):
         return super().exception(self._wait_task(timeout))
@@ -151,8 +197,35 @@ def _sys_path_source():
     return f'__import__("sys").path[:] = {path!r}\n'
 
 
-class InterpreterPoolExecutor(_base.Executor):
+class _PendingView:
+    # Stands for ThreadPoolExecutor's _work_queue, which code outside the
+    # executor reads to gauge the load: the tasks that no worker has taken.
+
+    __slots__ = ('_pool',)
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def qsize(self):
+        return self._pool.pending()
+
+    def empty(self):
+        return self._pool.pending() == 0
+
+
+_BROKEN_MESSAGE = ("a pool worker's initializer failed, the pool is not "
+                   "usable anymore")
+
+
+class InterpreterPoolExecutor(_thread.ThreadPoolExecutor):
     """An executor that calls functions in a pool of interpreters.
+
+    It is a :class:`~concurrent.futures.ThreadPoolExecutor`, as in Python
+    3.14 (``asyncio``'s ``loop.set_default_executor()`` takes only those),
+    but its workers are the threads of the extension's C++ pool: the
+    attributes that ThreadPoolExecutor's users read (``_max_workers``,
+    ``_shutdown``, ``_broken``, ``_thread_name_prefix``, ``_threads`` for
+    its size, ``_work_queue.qsize()``) hold what they hold there.
 
     ``max_workers``
         most interpreters (and threads) at a time; by default
@@ -165,8 +238,9 @@ class InterpreterPoolExecutor(_base.Executor):
         ``initializer(*initargs)`` is called in each worker interpreter
         before its first task. It may also be source text (then without
         ``initargs``), run in the interpreter's ``__main__``. If it raises,
-        the pool is broken: pending and later submissions fail with
-        :exc:`BrokenInterpreterPool`.
+        or cannot travel to the worker, the failure is logged on the
+        ``concurrent.futures`` logger and the pool is broken: pending and
+        later submissions fail with :exc:`BrokenInterpreterPool`.
     ``max_tasks_per_worker``
         a worker replaces its interpreter with a fresh one (initializer
         included) after this many tasks; ``None`` keeps it.
@@ -187,6 +261,8 @@ class InterpreterPoolExecutor(_base.Executor):
     that shows the remote traceback; otherwise as that
     :exc:`ExecutionFailed`.
     """
+
+    BROKEN = BrokenInterpreterPool
 
     def __init__(self, max_workers=None, thread_name_prefix='',
                  initializer=None, initargs=(), *, max_tasks_per_worker=None):
@@ -219,51 +295,102 @@ class InterpreterPoolExecutor(_base.Executor):
                 raise TypeError('initializer must be a callable or a str')
             init_callable = initializer
 
+        # ThreadPoolExecutor.__init__ is not called: the C++ pool does its
+        # work, and its worker threads are not threading.Thread objects.
         self._max_workers = max_workers
         self._thread_name_prefix = (thread_name_prefix or
                                     f'InterpreterPoolExecutor-{_counter()}')
+        self._initializer = initializer
+        self._initargs = initargs
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
+        # An initializer that cannot travel breaks the pool at the first
+        # submission (logged then), as in 3.14, not the construction.
+        self._init_error = None
+        self._init_error_reported = False
+        self._settler = _Settler()
         with _pools_lock:
             if _exiting:
                 raise RuntimeError('cannot create an executor at interpreter '
                                    'shutdown')
             _forget_ended_pools()
-            self._pool = _subinterp.pool_create(
-                max_workers, init_source, init_callable, initargs,
-                max_tasks_per_worker, self._thread_name_prefix, _settle)
+            try:
+                self._pool = self._create_pool(init_source, init_callable,
+                                               initargs, max_tasks_per_worker)
+            except NotShareableError as exc:
+                self._init_error = exc
+                self._pool = self._create_pool(init_source, None, (),
+                                               max_tasks_per_worker)
             _pools.add(self._pool)
         # Dropped without shutdown(), the executor's workers finish the
         # queued tasks and end (the pool stays in _pools until they have).
         weakref.finalize(self, self._pool.shutdown, False, False)
+
+    def _create_pool(self, init_source, init_callable, initargs,
+                     max_tasks_per_worker):
+        return _subinterp.pool_create(
+            self._max_workers, init_source, init_callable, initargs,
+            max_tasks_per_worker, self._thread_name_prefix, self._settler)
 
     def submit(self, fn, /, *args, **kwargs):
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter and
         return a :class:`~concurrent.futures.Future` for its result.
 
         Raises ``RuntimeError`` after :meth:`shutdown` and
-        :exc:`BrokenInterpreterPool` once an initializer failed. An
-        argument that cannot travel fails the future with
-        :exc:`~subinterp.NotShareableError`.
+        :exc:`BrokenInterpreterPool` once an initializer failed. A callable
+        or an argument that cannot travel fails the future with
+        :exc:`~subinterp.NotShareableError`, and one that is not callable
+        with ``TypeError``, as ThreadPoolExecutor's futures do.
         """
-        if not callable(fn):
-            raise TypeError(f'{fn!r} is not callable')
+        if isinstance(fn, str):
+            # As in 3.14, which may run scripts one day.
+            raise TypeError('scripts not supported')
+        # What is not callable travels and fails there, as in 3.14 (an
+        # object that cannot travel fails with NotShareableError first).
         return self._queue(self._pool.submit, fn, args, kwargs)
 
     def _queue(self, pool_submit, *args):
         # A future for the task pool_submit(future, *args) queues. A value
         # that cannot travel fails that future; a refusal raises what
         # ThreadPoolExecutor raises.
+        if self._init_error is not None:
+            return self._broken_by_init_error()
         future = _Future()
         try:
             future._task = pool_submit(future, *args)
         except NotShareableError as exc:
             self._check_open()
             future.set_exception(exc)
+        except BrokenInterpreterPool as exc:
+            # Broken while no task was queued (a worker's renewal).
+            self._settler.log_broken(exc)
+            raise
         except RuntimeError:
             self._check_open()
             raise
         return future
+
+    def _broken_by_init_error(self):
+        # The initializer could not travel: the first submission's future
+        # fails with BrokenInterpreterPool (and the failure is logged), the
+        # later submissions raise it, as when 3.14's first worker fails.
+        with self._shutdown_lock:
+            reported = self._init_error_reported
+            if not reported:
+                self._check_open()
+                self._init_error_reported = True
+        if reported:
+            raise self._broken_error()
+        broken = self._broken_error()
+        self._settler.log_broken(broken)
+        future = _Future()
+        future.set_exception(broken)
+        return future
+
+    def _broken_error(self):
+        broken = BrokenInterpreterPool(f'{_BROKEN_MESSAGE}: {self._init_error}')
+        broken.__cause__ = self._init_error
+        return broken
 
     def _check_open(self):
         # Raises what submit() raises when no task can be queued.
@@ -356,6 +483,28 @@ class InterpreterPoolExecutor(_base.Executor):
         if wait:
             with _pools_lock:
                 _pools.discard(self._pool)
+
+    @property
+    def _broken(self):
+        # ThreadPoolExecutor's: False, or why the pool runs no more tasks.
+        if self._init_error is not None:
+            return self._init_error_reported and _BROKEN_MESSAGE
+        return self._pool.broken() or False
+
+    @property
+    def _threads(self):
+        # ThreadPoolExecutor's set of worker threads, for its size: one
+        # entry per live worker (the workers are the C++ pool's threads).
+        return frozenset(range(self._pool.worker_count()))
+
+    @property
+    def _work_queue(self):
+        return _PendingView(self._pool)
+
+    def _adjust_thread_count(self):
+        # The C++ pool starts its workers itself; ThreadPoolExecutor's
+        # threads are never started.
+        pass
 
     @property
     def _interpreter_ids(self):

@@ -104,7 +104,8 @@ UNBOUND_REMOVE = _Marker('UNBOUND_REMOVE')
 def create(maxsize=0, *, unbounditems=UNBOUND):
     """Return a new cross-interpreter queue.
 
-    ``maxsize`` bounds the number of items (0 or less: unbounded).
+    ``maxsize`` bounds the number of items (0 or less: unbounded; the
+    queue's ``maxsize`` is still the value given, as in Python 3.14).
     ``unbounditems`` is the default policy of :meth:`Queue.put` for items
     whose interpreter is closed before they are got: ``UNBOUND`` (get()
     returns the ``UNBOUND`` marker), ``UNBOUND_ERROR`` (get() raises

@@ -37,20 +37,24 @@ std::string queue_name(std::int64_t id) { return "queue " + std::to_string(id); 
 
 class QueueState {
  public:
-  QueueState(std::int64_t id, std::size_t maxsize, Unbound unbound)
-      : id_(id), maxsize_(maxsize), unbound_(unbound) {}
+  QueueState(std::int64_t id, std::int64_t maxsize, Unbound unbound)
+      : id_(id),
+        maxsize_(maxsize),
+        capacity_(maxsize > 0 ? static_cast<std::size_t>(maxsize) : 0),
+        unbound_(unbound) {}
   ~QueueState() { unregister(); }
 
   // A closed queue is forgotten at once; otherwise when its last handle goes.
   void unregister() { queue_registry().remove(id_, closed_flag_.load()); }
 
-  bool has_room() const { return maxsize_ == 0 || items_.size() < maxsize_; }
+  bool has_room() const { return capacity_ == 0 || items_.size() < capacity_; }
   void update_count() { count_.store(items_.size(), std::memory_order_relaxed); }
 
   [[noreturn]] void throw_closed() const { throw QueueNotFound(queue_name(id_) + " was closed"); }
 
   const std::int64_t id_;
-  const std::size_t maxsize_;
+  const std::int64_t maxsize_;   // as given (Python 3.14 reports it back)
+  const std::size_t capacity_;   // 0: unbounded (maxsize <= 0)
   const Unbound unbound_;
 
   Mutex mu_;
@@ -99,7 +103,7 @@ void queues_refuse_waits() {
 using detail::Entry;
 using detail::QueueState;
 
-Queue Queue::create(std::size_t maxsize, Unbound unbound) {
+Queue Queue::create(std::int64_t maxsize, Unbound unbound) {
   return Queue(detail::queue_registry().create(maxsize, unbound));
 }
 
@@ -114,13 +118,13 @@ Queue Queue::find(std::int64_t id) {
 std::vector<std::int64_t> Queue::list_all() { return detail::queue_registry().ids(); }
 
 std::int64_t Queue::id() const noexcept { return state_->id_; }
-std::size_t Queue::maxsize() const noexcept { return state_->maxsize_; }
+std::int64_t Queue::maxsize() const noexcept { return state_->maxsize_; }
 Unbound Queue::default_unbound() const noexcept { return state_->unbound_; }
 std::size_t Queue::size() const noexcept {
   return state_->count_.load(std::memory_order_relaxed);
 }
 bool Queue::full() const noexcept {
-  return state_->maxsize_ != 0 && size() >= state_->maxsize_;
+  return state_->capacity_ != 0 && size() >= state_->capacity_;
 }
 bool Queue::is_closed() const noexcept { return state_->closed_flag_.load(); }
 
@@ -135,7 +139,7 @@ void Queue::put(Value value, std::optional<double> timeout, std::optional<Unboun
     lock.unlock();
     detail::spin_until(
         [&] {
-          return s.count_.load(std::memory_order_relaxed) < s.maxsize_ ||
+          return s.count_.load(std::memory_order_relaxed) < s.capacity_ ||
                  s.closed_flag_.load(std::memory_order_relaxed);
         },
         detail::kSpin);

@@ -290,7 +290,7 @@ PyObject* q_close(PyObject* self, PyObject*) {
 }
 PyObject* q_id(PyObject* self, void*) { return PyLong_FromLongLong(as_queue(self)->queue->id()); }
 PyObject* q_maxsize(PyObject* self, void*) {
-  return PyLong_FromSize_t(as_queue(self)->queue->maxsize());
+  return PyLong_FromLongLong(as_queue(self)->queue->maxsize());
 }
 PyObject* q_is_closed(PyObject* self, void*) {
   return PyBool_FromLong(as_queue(self)->queue->is_closed());
@@ -542,7 +542,7 @@ PyObject* m_queue_create(PyObject* module, PyObject* const* args, Py_ssize_t nar
     if (maxsize == -1 && PyErr_Occurred()) py::throw_python_error();
     si::Unbound unbound =
         unbound_arg(st, nargs > 1 ? args[1] : nullptr).value_or(si::Unbound::Replace);
-    si::Queue q = si::Queue::create(maxsize > 0 ? static_cast<std::size_t>(maxsize) : 0, unbound);
+    si::Queue q = si::Queue::create(maxsize, unbound);
     return queue_object(module, q).release();
   });
 }

@@ -313,6 +313,17 @@ PyObject* p_interpreter_ids(PyObject* self, PyObject*) {
   });
 }
 
+// broken() -> str or None: why the pool runs no more tasks (an initializer
+// failed), or None.
+PyObject* p_broken(PyObject* self, PyObject*) {
+  PoolObject* p = as_pool(self);
+  return entry(p->module, [&]() -> PyObject* {
+    std::optional<si::PoolBroken> broken = p->pool->broken();
+    if (!broken) Py_RETURN_NONE;
+    return py::check(PyUnicode_FromString(broken->what())).release();
+  });
+}
+
 PyObject* p_max_workers(PyObject* self, void*) {
   return PyLong_FromSize_t(as_pool(self)->pool->max_workers());
 }
@@ -326,6 +337,7 @@ PyMethodDef pool_methods[] = {
     {"pending", p_pending, METH_NOARGS, "pending() -> int"},
     {"is_shut_down", p_is_shut_down, METH_NOARGS, "is_shut_down() -> bool"},
     {"interpreter_ids", p_interpreter_ids, METH_NOARGS, "interpreter_ids() -> [int]"},
+    {"broken", p_broken, METH_NOARGS, "broken() -> str or None: why the pool is broken"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -66,7 +66,7 @@ TEST(Queue, FifoFromAThreadWithoutThreadState) {
   std::string error = error_on_thread([] {
     if (subinterp::current_thread_state() != nullptr) throw std::runtime_error("attached");
     Queue q = Queue::create();
-    EXPECT_EQ(q.maxsize(), 0u);
+    EXPECT_EQ(q.maxsize(), 0);
     EXPECT_EQ(q.default_unbound(), Unbound::Replace);
     EXPECT_TRUE(q.empty());
     EXPECT_FALSE(q.full());
@@ -92,7 +92,7 @@ TEST(Queue, FifoFromAThreadWithoutThreadState) {
 
 TEST(Queue, MaxsizeFullAndNowait) {
   Queue q = Queue::create(3, Unbound::Error);
-  EXPECT_EQ(q.maxsize(), 3u);
+  EXPECT_EQ(q.maxsize(), 3);
   EXPECT_EQ(q.default_unbound(), Unbound::Error);
   EXPECT_THROW(q.get(0.0), QueueEmpty);
   EXPECT_THROW(q.get(-1.0), QueueEmpty);  // negative is "no wait" too
@@ -437,7 +437,7 @@ TEST(QueueValues, HandleInsideAValueKeepsTheQueue) {
   EXPECT_EQ(v.kind(), Value::Kind::Queue);
   EXPECT_EQ(v.as_queue(), *q);
   EXPECT_EQ(v.as_queue().id(), id);
-  EXPECT_EQ(v.as_queue().maxsize(), 5u);
+  EXPECT_EQ(v.as_queue().maxsize(), 5);
   q.reset();
   EXPECT_TRUE(found(id));
   EXPECT_TRUE(listed(id));
@@ -499,7 +499,7 @@ TEST(QueueValues, QueuesCrossIntoPythonAndBack) {
   Value made = interp.call(Value::function_ref("__main__", "make"), Value::tuple({}), Value());
   ASSERT_EQ(made.kind(), Value::Kind::Queue);
   Queue from_python = made.as_queue();
-  EXPECT_EQ(from_python.maxsize(), 5u);
+  EXPECT_EQ(from_python.maxsize(), 5);
   EXPECT_EQ(from_python.get(0.0).value.as_string(), "from python");
 }
 

@@ -487,3 +487,14 @@ def send_self_and_hold(recv, send):
     send.send_nowait(send)
     send.send_nowait(recv)
     return recv.recv(timeout=10) is send and recv.recv(timeout=10) is recv
+
+
+class FalseyError(Exception):
+    """An exception whose bool() is false (gh-132063)."""
+
+    def __bool__(self):
+        return False
+
+
+def raise_falsey(msg):
+    raise FalseyError(msg)

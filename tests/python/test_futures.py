@@ -20,7 +20,7 @@ import subinterp
 import subinterp.futures
 import targets
 from helpers import (SAFETY, SCRIPT_TIMEOUT, SETTLE, ScriptTestBase, TestBase,
-                     elapsed, write_script)
+                     describe, elapsed, run_script, write_script)
 from subinterp.futures import BrokenInterpreterPool, InterpreterPoolExecutor
 
 
@@ -158,6 +158,27 @@ class ModuleTests(unittest.TestCase):
         with self.assertRaises(TypeError):
             InterpreterPoolExecutor(1, thread_name_prefix=5)
 
+    def test_is_a_thread_pool_executor(self):
+        # As in 3.14: asyncio's set_default_executor() takes only those.
+        self.assertTrue(issubclass(InterpreterPoolExecutor,
+                                   concurrent.futures.ThreadPoolExecutor))
+        self.assertIs(InterpreterPoolExecutor.BROKEN, BrokenInterpreterPool)
+        ex = InterpreterPoolExecutor(3, thread_name_prefix='tpe')
+        try:
+            self.assertIsInstance(ex, concurrent.futures.ThreadPoolExecutor)
+            self.assertEqual(ex._max_workers, 3)
+            self.assertEqual(ex._thread_name_prefix, 'tpe')
+            self.assertIs(ex._broken, False)
+            self.assertFalse(ex._shutdown)
+            self.assertEqual(len(ex._threads), 0)  # workers start on demand
+            self.assertEqual(ex._work_queue.qsize(), 0)
+            self.assertEqual(ex.submit(abs, -4).result(timeout=SAFETY), 4)
+            self.assertEqual(len(ex._threads), 1)
+        finally:
+            ex.shutdown()
+        self.assertTrue(ex._shutdown)
+        self.assertEqual(len(ex._threads), 0)
+
     def test_default_max_workers(self):
         ex = InterpreterPoolExecutor()
         try:
@@ -206,10 +227,14 @@ class SubmitTests(ExecutorTestBase):
                           if isinstance(p, str)])
 
     def test_not_callable(self):
+        # As ThreadPoolExecutor's (and 3.14's): the future fails.
         ex = self.executor(1)
-        with self.assertRaises(TypeError):
-            ex.submit(5)
+        f = ex.submit(5)
+        with self.assertRaisesRegex(TypeError, "'int' object is not callable"):
+            f.result(timeout=SAFETY)
         self.assertEqual(ex.submit(abs, -1).result(), 1)
+        with self.assertRaises(TypeError):
+            ex.submit('x = 1')  # 3.14: scripts not supported
 
 
 class MainModuleTests(ScriptTestBase):
@@ -439,6 +464,20 @@ class NotShareableTests(ExecutorTestBase):
                 self.assertTrue(f.done())
                 self.assertEqual(ex.submit(abs, -2).result(timeout=SAFETY), 2)
 
+    def test_falsey_exception_is_raised(self):
+        # Future.result() of 3.12 and 3.13.0 returns None for it (gh-132063).
+        ex = self.executor(1)
+        with self.assertRaisesRegex(targets.FalseyError, 'falsey'):
+            ex.submit(targets.raise_falsey, 'falsey').result(timeout=SAFETY)
+
+    def test_unshareable_callable(self):
+        # As in 3.14, submit() returns a future that fails.
+        ex = self.executor(1)
+        f = ex.submit(threading.Lock().acquire)
+        with self.assertRaises(subinterp.NotShareableError):
+            f.result(timeout=SAFETY)
+        self.assertEqual(ex.submit(abs, -2).result(timeout=SAFETY), 2)
+
     def test_unshareable_result(self):
         ex = self.executor(1)
         f = ex.submit(targets.make_lock)
@@ -534,6 +573,38 @@ class InteropTests(ExecutorTestBase):
                                   subinterp.ExecutionFailed))
 
 
+    def test_asyncio_default_executor(self):
+        # loop.set_default_executor() takes only ThreadPoolExecutors.
+        ex = self.executor(2)
+        main_id = subinterp.get_current().id
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            loop.set_default_executor(ex)
+            ids = await asyncio.gather(
+                *(loop.run_in_executor(None, targets.current_id)
+                  for _ in range(4)))
+            await loop.shutdown_default_executor()
+            return ids
+
+        ids = asyncio.run(asyncio.wait_for(main(), SAFETY))
+        self.assertNotIn(main_id, ids)
+        self.assertTrue(ex._shutdown)
+        with self.assertRaises(RuntimeError):
+            ex.submit(abs, -1)
+
+    def test_asyncio_run_shuts_the_default_executor_down(self):
+        ex = self.executor(1)
+
+        async def main():
+            asyncio.get_running_loop().set_default_executor(ex)
+            return await asyncio.get_running_loop().run_in_executor(
+                None, pow, 2, 10)
+
+        self.assertEqual(asyncio.run(main()), 1024)
+        self.assertTrue(ex._shutdown)
+
+
 class InitializerTests(ExecutorTestBase):
 
     def test_callable_with_initargs(self):
@@ -580,6 +651,76 @@ class InitializerTests(ExecutorTestBase):
     def test_script_initializer_raises(self):
         ex = self.executor(1, initializer='raise LookupError("bad script")')
         self.check_broken(ex, 'LookupError', 'bad script')
+
+    def test_failure_is_logged(self):
+        # On the 'concurrent.futures' logger, as ThreadPoolExecutor and
+        # 3.14 do: the original exception, raised from the ExecutionFailed
+        # that shows the remote traceback.
+        ex = self.executor(1, initializer=targets.raise_value_error,
+                           initargs=('init failed',))
+        with self.assertLogs('concurrent.futures', 'CRITICAL') as logs:
+            exc = ex.submit(abs, -1).exception(timeout=SAFETY)
+        self.assertIsInstance(exc, BrokenInterpreterPool)
+        self.assertTrue(ex._broken)
+        self.assertEqual(len(logs.records), 1)
+        record = logs.records[0]
+        self.assertEqual(record.getMessage(), 'Exception in initializer:')
+        self.assertIs(record.exc_info[0], ValueError)
+        self.assertIsInstance(record.exc_info[1].__cause__,
+                              subinterp.ExecutionFailed)
+        with self.assertRaises(BrokenInterpreterPool):
+            ex.submit(abs, -1)
+
+    def test_unshareable_initializer_breaks_the_pool(self):
+        # As in 3.14: not an error of the construction; the first
+        # submission's future fails, the failure is logged, and later
+        # submissions raise.
+        for kwargs in ({'initializer': threading.Lock().acquire},
+                       {'initializer': targets.hold,
+                        'initargs': (threading.Lock(),)}):
+            with self.subTest(**kwargs):
+                ex = self.executor(1, **kwargs)
+                self.assertIs(ex._broken, False)
+                with self.assertLogs('concurrent.futures', 'CRITICAL') as logs:
+                    f = ex.submit(abs, -1)
+                    exc = f.exception(timeout=SAFETY)
+                self.assertIsInstance(exc, BrokenInterpreterPool)
+                self.assertIsInstance(exc.__cause__, subinterp.NotShareableError)
+                self.assertIn('NotShareableError', logs.output[0])
+                self.assertTrue(ex._broken)
+                with self.assertRaises(BrokenInterpreterPool):
+                    ex.submit(abs, -1)
+                with self.assertRaises(BrokenInterpreterPool):
+                    list(ex.map(abs, [-1]))
+
+
+class InitializerLogTests(ScriptTestBase):
+
+    def test_failure_logged_on_stderr(self):
+        # Without logging configured, the message reaches stderr, with the
+        # remote traceback, as in 3.14 (its own test checks these lines).
+        proc = run_script('''
+            from subinterp.futures import BrokenInterpreterPool, InterpreterPoolExecutor
+
+            def fail(exctype, msg):
+                raise exctype(msg)
+
+            def noop():
+                pass
+
+            if __name__ == '__main__':
+                with InterpreterPoolExecutor(initializer=fail,
+                                             initargs=(Exception, 'spam')) as ex:
+                    exc = ex.submit(noop).exception()
+                print(type(exc).__name__)
+            ''')
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.assertEqual(proc.stdout.strip(), 'BrokenInterpreterPool')
+        proc_stderr = proc.stderr
+        self.assertIn('Exception in initializer:', proc_stderr)
+        self.assertIn('ExecutionFailed: Exception: spam', proc_stderr)
+        self.assertIn('Uncaught in the interpreter:', proc_stderr)
+        self.assertIn('The above exception was the direct cause', proc_stderr)
 
 
 class ShutdownTests(ExecutorTestBase):

@@ -74,8 +74,37 @@ class QueueTests(TestBase):
             q = subinterp.create_queue(3, unbounditems=marker)
             self.assertEqual(q.maxsize, 3)
             self.assertIs(q.unbounditems, marker)
-        # 0 or less: unbounded.
-        self.assertEqual(subinterp.create_queue(-5).maxsize, 0)
+
+    def test_maxsize_below_one_is_unbounded_and_kept(self):
+        # As in Python 3.14: 0 or less means unbounded, and maxsize reports
+        # the value given, in every interpreter.
+        for maxsize in (0, -1, -10):
+            with self.subTest(maxsize=maxsize):
+                q = subinterp.create_queue(maxsize)
+                self.assertEqual(q.maxsize, maxsize)
+                for i in range(100):
+                    q.put_nowait(i)
+                self.assertFalse(q.full())
+                self.assertEqual(q.qsize(), 100)
+        with subinterp.create() as interp:
+            q = subinterp.create_queue(-10)
+            self.assertEqual(interp.call(getattr, q, 'maxsize'), -10)
+
+    def test_maxsize_values_as_in_3_14(self):
+        # A bool is an int (3.14's argument is a Py_ssize_t); values that do
+        # not fit one raise OverflowError; None and floats TypeError.
+        self.assertEqual(subinterp.create_queue(True).maxsize, 1)
+        self.assertEqual(subinterp.create_queue(False).maxsize, 0)
+        self.assertEqual(subinterp.create_queue(2**62).maxsize, 2**62)
+        self.assertEqual(subinterp.create_queue(-2**62).maxsize, -2**62)
+        for bad in (2**63, -2**63 - 1, 2**70):
+            with self.subTest(maxsize=bad):
+                with self.assertRaises(OverflowError):
+                    subinterp.create_queue(bad)
+        for bad in (None, 1.0, '1'):
+            with self.subTest(maxsize=bad):
+                with self.assertRaises(TypeError):
+                    subinterp.create_queue(bad)
 
     def test_distinct_ids(self):
         a, b = subinterp.create_queue(), subinterp.create_queue()
