@@ -94,10 +94,15 @@ def _subinterp_before_end():
             if join_all is not None:
                 join_all()
             else:
+                # 3.12: the lock of the thread that imported threading here
+                # goes with its thread state, which is deleted after this.
+                main = getattr(threading, '_main_thread', None)
+                main_lock = getattr(main, '_tstate_lock', None)
                 while True:
                     with threading._shutdown_locks_lock:
                         locks = list(threading._shutdown_locks)
                         threading._shutdown_locks.clear()
+                    locks = [lock for lock in locks if lock is not main_lock]
                     if not locks:
                         break
                     for lock in locks:
