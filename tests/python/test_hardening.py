@@ -1,0 +1,398 @@
+"""Regression tests for crashes, runtime-wide hangs and lost Ctrl-C found by
+outside testing: bad code objects and source, exit while sub-interpreters are
+blocked or refuse to stop, stdlib modules an isolated interpreter must not
+import first, close() that waits for threads, and interrupts.
+
+Anything that could crash or hang runs in a fresh python (helpers.run_script),
+so that a regression fails one test instead of the whole run."""
+
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+import subinterp
+from helpers import ScriptTestBase, TestBase, describe, run_script
+
+PY312 = sys.version_info[:2] == (3, 12)
+
+
+def _outer():
+    z = 5
+
+    def inner():
+        return z
+    return inner
+
+
+class _Interrupting:
+    """Pickling it raises `exc` (as Ctrl-C would in a slow __reduce__)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        raise self.exc
+
+
+class BadCodeTests(TestBase):
+
+    def test_code_with_free_variables_is_refused(self):
+        interp = subinterp.create()
+        for code in (_outer().__code__,
+                     compile('def f():\n x = 1\n return lambda: x\n', 's',
+                             'exec').co_consts[0].co_consts[2]):
+            with self.subTest(code=code):
+                self.assertTrue(code.co_freevars)
+                with self.assertRaisesRegex(TypeError, 'free variables'):
+                    interp.exec(code)
+        # The interpreter is fine afterwards.
+        interp.exec('x = 1')
+        self.assertEqual(interp.call(eval, 'x'), 1)
+
+    def test_source_with_nul_byte_is_a_syntax_error(self):
+        interp = subinterp.create()
+        for source in ('x = 1\0raise SystemExit', '\0', 'x = "a\0b"'):
+            with self.subTest(source=source):
+                with self.assertRaises(subinterp.ExecutionFailed) as cm:
+                    interp.exec(source)
+                self.assertEqual(cm.exception.excinfo.type.__name__,
+                                 'SyntaxError')
+                self.assertIn('null bytes', cm.exception.excinfo.msg)
+        # Nothing before the NUL ran either.
+        with self.assertRaises(subinterp.ExecutionFailed):
+            interp.exec('y = 2\0z = 3')
+        self.assertFalse(interp.call(eval, "'y' in globals()"))
+
+    def test_initializer_source_with_nul_breaks_the_pool(self):
+        from subinterp.futures import InterpreterPoolExecutor
+        from subinterp.futures import BrokenInterpreterPool
+        with InterpreterPoolExecutor(1, initializer='x = 1\0y = 2') as ex:
+            with self.assertRaises(BrokenInterpreterPool):
+                ex.submit(int).result(30)
+
+
+class InterruptDuringCaptureTests(TestBase):
+
+    def test_interrupt_while_pickling_an_argument(self):
+        interp = subinterp.create()
+        queue = subinterp.create_queue()
+        for exc in (KeyboardInterrupt, SystemExit):
+            obj = _Interrupting(exc)
+            with self.subTest(exc=exc):
+                with self.assertRaises(exc):
+                    interp.call(len, [obj])
+                with self.assertRaises(exc):
+                    subinterp.is_shareable(obj)
+                with self.assertRaises(exc):
+                    queue.put(obj)
+                with self.assertRaises(exc):
+                    interp.prepare_main(x={'key': obj})
+
+    def test_other_errors_still_make_it_unshareable(self):
+        obj = _Interrupting(ValueError('no'))
+        self.assertFalse(subinterp.is_shareable(obj))
+        with self.assertRaises(subinterp.NotShareableError):
+            subinterp.create().call(len, [obj])
+
+
+class ExitTests(ScriptTestBase):
+    """Exit is clean whatever the sub-interpreters are doing."""
+
+    def assert_exits_cleanly(self, body, *, returncode=0, marker='exiting'):
+        start = time.monotonic()
+        proc = run_script(body)
+        took = time.monotonic() - start
+        self.assertEqual(proc.returncode, returncode, describe(proc))
+        self.assertNotIn('Fatal Python error', proc.stderr, describe(proc))
+        self.assertNotIn('Segmentation', proc.stderr, describe(proc))
+        self.assertIn(marker, proc.stdout, describe(proc))
+        self.assertLess(took, 30, describe(proc))
+        return proc, took
+
+    def test_daemon_thread_blocked_in_sleep(self):
+        self.assert_exits_cleanly('''
+            import subinterp, threading, time
+            i = subinterp.create()
+            threading.Thread(target=i.call, args=(time.sleep, 1000),
+                             daemon=True).start()
+            time.sleep(0.5)
+            print('exiting')
+            ''')
+
+    def test_daemon_thread_blocked_in_select_and_lock(self):
+        self.assert_exits_cleanly('''
+            import os, select, subinterp, threading, time
+            r, w = os.pipe()
+            a, b = subinterp.create(), subinterp.create()
+            threading.Thread(target=a.call, args=(select.select, [r], [], []),
+                             daemon=True).start()
+            b.exec('import threading; lock = threading.Lock(); lock.acquire()')
+            threading.Thread(target=b.call, args=(eval, 'lock.acquire()'),
+                             daemon=True).start()
+            time.sleep(0.5)
+            print('exiting')
+            ''')
+
+    def test_loop_that_catches_system_exit(self):
+        # The loop runs on a daemon thread of the main interpreter and
+        # ignores the SystemExit that exit raises in it.
+        self.assert_exits_cleanly('''
+            import subinterp, threading, time
+            def stubborn():
+                while True:
+                    try:
+                        while True:
+                            pass
+                    except BaseException:
+                        pass
+            i = subinterp.create()
+            threading.Thread(target=i.call, args=(stubborn,),
+                             daemon=True).start()
+            time.sleep(0.5)
+            print('exiting')
+            ''')
+
+    def test_pool_task_that_catches_system_exit_and_ctrl_c_at_exit(self):
+        # The exit waits for the task (as ThreadPoolExecutor's does) until
+        # Ctrl-C; the task then ignores SystemExit too.
+        self.assert_exits_cleanly('''
+            import os, signal, subinterp.futures, threading, time
+            def stubborn():
+                while True:
+                    try:
+                        while True:
+                            pass
+                    except BaseException:
+                        pass
+            ex = subinterp.futures.InterpreterPoolExecutor(1)
+            ex.submit(stubborn)
+            time.sleep(0.5)
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            print('exiting')
+            ''')
+
+    def test_thread_of_the_interpreter_itself(self):
+        self.assert_exits_cleanly('''
+            import subinterp, time
+            i = subinterp.create()
+            i.exec("""if 1:
+                import threading, time
+                threading.Thread(target=time.sleep, args=(1000,)).start()
+                """)
+            time.sleep(0.3)
+            print('exiting')
+            ''')
+
+    def test_pool_task_in_sleep_and_ctrl_c_at_exit(self):
+        # The exit waits for the task, as ThreadPoolExecutor's does; Ctrl-C
+        # ends that wait, and the exit is still clean.
+        self.assert_exits_cleanly('''
+            import os, signal, subinterp.futures, threading, time
+            ex = subinterp.futures.InterpreterPoolExecutor(2)
+            ex.submit(time.sleep, 60)
+            time.sleep(0.5)
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            print('exiting')
+            ''')
+
+    def test_exit_code_kept_with_stuck_interpreters(self):
+        self.assert_exits_cleanly('''
+            import subinterp, sys, threading, time
+            i = subinterp.create()
+            threading.Thread(target=i.call, args=(time.sleep, 1000),
+                             daemon=True).start()
+            time.sleep(0.3)
+            print('exiting')
+            sys.exit(3)
+            ''', returncode=3)
+
+    def test_many_stuck_interpreters_share_one_grace_period(self):
+        _, took = self.assert_exits_cleanly('''
+            import subinterp, threading, time
+            for _ in range(4):
+                i = subinterp.create()
+                threading.Thread(target=i.call, args=(time.sleep, 1000),
+                                 daemon=True).start()
+            time.sleep(0.3)
+            print('exiting')
+            ''')
+        # One grace period of 3 s, not one per interpreter.
+        self.assertLess(took, 9)
+
+
+class MainFirstModuleTests(ScriptTestBase):
+    """Stdlib modules that an isolated interpreter must not import first."""
+
+    def test_sub_imports_datetime_and_zoneinfo_first(self):
+        for body in ("i.exec('import _datetime'); import _datetime",
+                     "i.exec('import _zoneinfo'); import _zoneinfo",
+                     "i.exec('import datetime'); j = subinterp.create(); "
+                     "j.exec('import _datetime'); i.close()",
+                     "i.exec('import zoneinfo; zoneinfo.ZoneInfo(\"UTC\")')"):
+            with self.subTest(body=body):
+                self.assert_script_ok(f'''
+                    import subinterp
+                    i = subinterp.create()
+                    try:
+                        {body}
+                    except subinterp.ExecutionFailed as exc:
+                        # 3.12 refuses _datetime in isolated interpreters.
+                        assert exc.excinfo.type.__name__ == 'ImportError', exc
+                    print('ok')
+                    ''')
+
+    def test_first_create_inside_a_running_event_loop(self):
+        out = self.assert_script_ok('''
+            import asyncio, subinterp
+            async def main():
+                i = subinterp.create()
+                return i.call(sum, [1, 2])
+            print(asyncio.run(main()))
+            ''')
+        self.assertEqual(out.strip(), '3')
+
+
+class CloseWaitsAloneTests(TestBase):
+
+    def test_close_waiting_for_threads_blocks_nothing_else(self):
+        slow = subinterp.create()
+        slow.exec('import threading, time\n'
+                  'threading.Thread(target=time.sleep, args=(2,)).start()')
+        closing = threading.Thread(target=slow.close)
+        start = time.monotonic()
+        closing.start()
+        time.sleep(0.2)
+        # Meanwhile, everything else goes on at once.
+        other = subinterp.create()
+        self.assertEqual(other.call(sum, [1, 2]), 3)
+        ids = [i.id for i in subinterp.list_all()]
+        self.assertIn(other.id, ids)
+        other.close()
+        from subinterp.futures import InterpreterPoolExecutor
+        with InterpreterPoolExecutor(1) as ex:
+            self.assertEqual(ex.submit(pow, 2, 5).result(30), 32)
+        self.assertLess(time.monotonic() - start, 1.9)
+        self.assertTrue(closing.is_alive(), 'close() did not wait')
+        closing.join(30)
+        self.assertFalse(closing.is_alive())
+        self.assertGreaterEqual(time.monotonic() - start, 1.9)
+        self.assertNotIn(slow.id, [i.id for i in subinterp.list_all()])
+
+    def test_thread_that_cannot_be_joined_refuses_close(self):
+        interp = subinterp.create()
+        interp.exec('import _thread, time\n'
+                    '_thread.start_new_thread(time.sleep, (1,))')
+        with self.assertRaisesRegex(subinterp.InterpreterError,
+                                    'thread.*running'):
+            interp.close()
+        # Still usable, and closed once the thread has ended.
+        self.assertEqual(interp.call(sum, [2, 2]), 4)
+        time.sleep(1.5)
+        interp.close()
+        self.assertNotIn(interp.id, [i.id for i in subinterp.list_all()])
+
+
+class ExecutorInSubInterpreterTests(ScriptTestBase):
+
+    def test_close_and_drop_an_interpreter_that_made_an_executor(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            src = """if 1:
+                import subinterp.futures
+                ex = subinterp.futures.InterpreterPoolExecutor(2)
+                assert ex.submit(pow, 2, 10).result() == 1024
+                pending = ex.submit(pow, 3, 3)
+                """
+            i = subinterp.create()
+            i.exec(src)
+            i.close()
+            j = subinterp.create()
+            j.exec(src)
+            del j
+            k = subinterp.create()
+            k.exec("import subinterp; inner = subinterp.create()")
+            k.close()
+            print(len(subinterp.list_all()))
+            ''')
+        self.assertEqual(out.strip(), '1')
+
+
+class CtrlCTests(ScriptTestBase):
+    """Ctrl-C reaches the main thread promptly while it waits on a sub."""
+
+    def run_interrupted(self, body):
+        out = self.assert_script_ok('''
+            import os, signal, subinterp, threading, time
+            def ctrl_c(after):
+                threading.Timer(after, os.kill,
+                                (os.getpid(), signal.SIGINT)).start()
+            def spin():
+                while True:
+                    pass
+            ''' + body)
+        return out
+
+    def test_call_of_a_long_loop(self):
+        out = self.run_interrupted('''
+            i = subinterp.create()
+            for how in ('call', 'exec'):
+                ctrl_c(0.3)
+                start = time.monotonic()
+                try:
+                    if how == 'call':
+                        i.call(spin)
+                    else:
+                        i.exec('while True: pass')
+                except KeyboardInterrupt:
+                    print(how, 'interrupted', time.monotonic() - start < 5)
+            print(i.call(sum, [1, 2]))
+            ''')
+        self.assertEqual(out.split('\n')[:3],
+                         ['call interrupted True', 'exec interrupted True', '3'])
+
+    def test_program_handler_runs_instead(self):
+        # A SIGINT handler of the program's own is not overridden: the call
+        # goes on, and the handler runs when it returns.
+        out = self.run_interrupted('''
+            seen = []
+            signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+            i = subinterp.create()
+            ctrl_c(0.2)
+            i.call(time.sleep, 0.6)
+            i.call(sum, [0])
+            print('handled', seen)
+            ''')
+        self.assertEqual(out.strip(), 'handled [1]')
+
+    def test_close_that_waits_for_threads(self):
+        out = self.run_interrupted('''
+            i = subinterp.create()
+            i.exec("""if 1:
+                import threading, time
+                def busy():
+                    end = time.monotonic() + 3
+                    while time.monotonic() < end:
+                        pass
+                threading.Thread(target=busy).start()
+                """)
+            ctrl_c(0.3)
+            start = time.monotonic()
+            try:
+                i.close()
+            except KeyboardInterrupt:
+                print('interrupted', time.monotonic() - start < 2)
+            # The end goes on: the interpreter is gone once its thread is.
+            deadline = time.monotonic() + 20
+            while i.id in [x.id for x in subinterp.list_all()]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            print('closed')
+            ''')
+        self.assertEqual(out.split('\n')[:2], ['interrupted True', 'closed'])
+
+
+if __name__ == '__main__':
+    unittest.main()
