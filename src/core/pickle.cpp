@@ -20,6 +20,7 @@
 // pickling runs on one thread, and nested picklings save and restore it.
 #include <Python.h>
 
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <initializer_list>
@@ -48,12 +49,75 @@ bool contains(std::string_view data, std::string_view needle) {
   return memmem(data.data(), data.size(), needle.data(), needle.size()) != nullptr;
 }
 
-bool names_fallback(std::string_view data) {
-  for (const Rename& r : kRenames) {
-    if (contains(data, r.fallback)) return true;
+std::uint64_t little_endian(std::string_view data, std::size_t at, std::size_t size) {
+  std::uint64_t n = 0;
+  for (std::size_t i = size; i-- > 0;) n = (n << 8) | static_cast<unsigned char>(data[at + i]);
+  return n;
+}
+
+// Where the next frame starts when a large bytes, bytearray or str object
+// (64 KiB or more) starts at `at`: pickle writes its header and payload
+// between frames. Zero when that is not what is there.
+std::size_t after_payload(std::string_view data, std::size_t at) {
+  constexpr unsigned char kFrame = 0x95;
+  struct Header {
+    unsigned char opcode;
+    std::size_t size;
+  };
+  // BINBYTES8, BYTEARRAY8, BINUNICODE8; BINBYTES, BINUNICODE.
+  constexpr Header kHeaders[] = {{0x8e, 8}, {0x96, 8}, {0x8d, 8}, {0x42, 4}, {0x58, 4}};
+  for (const Header& h : kHeaders) {
+    if (static_cast<unsigned char>(data[at]) != h.opcode) continue;
+    if (data.size() - at < 1 + h.size) return 0;
+    std::uint64_t length = little_endian(data, at + 1, h.size);
+    std::size_t start = at + 1 + h.size;
+    if (length > data.size() - start) return 0;
+    std::size_t next = start + static_cast<std::size_t>(length);
+    if (next == data.size() || static_cast<unsigned char>(data[next]) == kFrame) return next;
+    return 0;
+  }
+  return 0;
+}
+
+// Whether `needle` is in the parts of a pickle where names are written: a
+// protocol 4+ pickle's frames, without the large payloads between them
+// (which would make a search of an 8 MiB array cost milliseconds). Other
+// pickles are searched whole.
+template <std::size_t N>
+bool names_any(std::string_view data, const std::string_view (&needles)[N]) {
+  auto search = [&](std::string_view part) {
+    for (std::string_view needle : needles) {
+      if (contains(part, needle)) return true;
+    }
+    return false;
+  };
+  constexpr unsigned char kProto = 0x80, kFrame = 0x95;
+  if (data.size() < 2 || static_cast<unsigned char>(data[0]) != kProto || data[1] < 4) {
+    return search(data);
+  }
+  std::size_t at = 2;
+  while (at < data.size()) {
+    if (static_cast<unsigned char>(data[at]) != kFrame || data.size() - at < 9) {
+      return search(data.substr(at));
+    }
+    std::uint64_t length = little_endian(data, at + 1, 8);
+    if (length > data.size() - at - 9) return search(data.substr(at));
+    std::string_view frame = data.substr(at + 9, static_cast<std::size_t>(length));
+    if (search(frame)) return true;
+    at += 9 + frame.size();
+    if (at < data.size() && static_cast<unsigned char>(data[at]) != kFrame) {
+      std::size_t next = after_payload(data, at);
+      if (next == 0) return search(data.substr(at));
+      at = next;
+    }
   }
   return false;
 }
+
+constexpr std::string_view kFallbackNames[] = {"_pydatetime", "_pydecimal", "zoneinfo._zoneinfo"};
+constexpr std::string_view kRefNames[] = {"__main__", "_pydatetime"};
+
+bool names_fallback(std::string_view data) { return names_any(data, kFallbackNames); }
 
 struct DumpContext {
   PickleRefs* refs;
@@ -254,9 +318,7 @@ py::ref pickle_dumps(PyObject* obj) {
   return py::check(PyObject_CallFunctionObjArgs(c.pickle_dumps, obj, protocol.get(), nullptr));
 }
 
-bool pickle_needs_refs(std::string_view data) {
-  return contains(data, "__main__") || contains(data, "_pydatetime");
-}
+bool pickle_needs_refs(std::string_view data) { return names_any(data, kRefNames); }
 
 py::ref pickle_dumps_refs(PyObject* obj, PickleRefs& refs) {
   InterpCache& c = cache();

@@ -236,6 +236,7 @@ def run(cases):
 
 _DEFINITIONS = '''
 import abc
+import array
 import collections
 import enum
 import functools
@@ -471,12 +472,23 @@ print('made', type(s) is Square, s.area(), type(interp.call(lambda: Plugin())) i
 run([
     ('nested', lambda o: (type(o.inner).__name__, o.inner.n), (Outer(4),)),
     ('in_dict', lambda d: d['k'].n, ({'k': Inner(6)},)),
+    # After payloads that pickle writes outside its frames.
+    ('after_bytes', lambda d: (len(d['big']), d['obj'].n),
+     (collections.OrderedDict(big=bytes(300000), obj=Inner(5)),)),
+    ('after_str', lambda d: (len(d['big']), d['obj'].n),
+     (collections.OrderedDict(big='x' * 300000, obj=Inner(7)),)),
+    ('after_arrays', lambda d: (len(d['a']), len(d['b']), d['obj'].n),
+     (collections.OrderedDict(a=array.array('d', bytes(800000)),
+                              b=array.array('b', bytes(70000)), obj=Inner(9)),)),
 ])
 o = subinterp.create().call(lambda: Outer(8))
 print('made', type(o) is Outer, type(o.inner) is Inner, o.inner.n)
 ''')
         self.assertTravels(results, 'nested', ('Inner', 4))
         self.assertTravels(results, 'in_dict', 6)
+        self.assertTravels(results, 'after_bytes', (300000, 5))
+        self.assertTravels(results, 'after_str', (300000, 7))
+        self.assertTravels(results, 'after_arrays', (100000, 70000, 9))
         self.assertEqual(results['made'], 'True True 8')
 
     def test_what_cannot_travel_is_refused_before_the_call(self):
