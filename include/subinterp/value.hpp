@@ -10,10 +10,11 @@
 // handles to queues and channel ends (the same queue or channel on both
 // sides); modules (by name); code objects (marshalled); functions (by reference when
 // importable, else by value: code plus the globals, defaults and closure cells
-// they use); classes of `__main__` by value (made again in the target, bound
-// in its `__main__`, and reused there for later values); and pickled bytes
-// for everything else (with the class by value for instances of a class of
-// `__main__`).
+// they use; `functools.lru_cache` wrappers of them are decorated again);
+// classes of `__main__` by value (made again in the target with their
+// metaclass, bound in its `__main__`, and reused there for later values); and
+// pickled bytes for everything else, with the functions and classes of
+// `__main__` the pickle names carried beside it by value.
 //
 // Values are immutable after capture and may be read from any thread without
 // a lock. Capture and rebuild require the attached thread state of the
@@ -42,6 +43,7 @@ enum class ChannelEnd : std::uint8_t;
 namespace detail {
 class QueueState;
 class ChannelState;
+struct PickleData;
 }  // namespace detail
 
 class Value {
@@ -69,7 +71,7 @@ class Value {
     Queue,    // a queue handle
     SendChannel,
     RecvChannel,
-    Instance,  // pickled, with its class of __main__ by value
+    PickledRefs,  // pickled, with the functions and classes of __main__ it names by value
   };
 
   Value() noexcept = default;  // None
@@ -119,7 +121,8 @@ class Value {
                                std::shared_ptr<const Items>, std::shared_ptr<const FunctionData>,
                                std::shared_ptr<const BufferData>, std::pair<double, double>,
                                std::shared_ptr<detail::QueueState>,
-                               std::shared_ptr<detail::ChannelState>>;
+                               std::shared_ptr<detail::ChannelState>,
+                               std::shared_ptr<const detail::PickleData>>;
 
   Value(Kind kind, Storage storage) : kind_(kind), storage_(std::move(storage)) {}
 

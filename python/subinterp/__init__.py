@@ -18,7 +18,6 @@ friendly classes, argument handling and documentation.
 
 import atexit
 import os
-import pickle
 import sys
 import threading
 import types
@@ -171,7 +170,10 @@ class ExceptionInfo:
         if self._pickled is None:
             return None
         try:
-            exc = pickle.loads(self._pickled)
+            # As values are unpickled: classes of the pure-Python fallbacks
+            # of stdlib C modules (3.12's _pydecimal, _pydatetime) are this
+            # interpreter's own.
+            exc = _subinterp.unpickle(self._pickled)
         except Exception:
             return None
         return exc if isinstance(exc, BaseException) else None

@@ -1,6 +1,7 @@
 #include "function.hpp"
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -99,6 +100,11 @@ class FunctionCapture {
     add_pending_globals();
   }
 
+  void run_cached(PyObject* wrapper) {
+    out_.root_cached = static_cast<std::int64_t>(add_cached(wrapper));
+    add_pending_globals();
+  }
+
  private:
   void add_pending_globals() {
     for (std::size_t next = 0; next < pending_.size(); ++next) {
@@ -126,6 +132,35 @@ class FunctionCapture {
   std::int64_t method_def(PyObject* obj) {
     if (obj == nullptr || obj == Py_None || !same_namespace(obj)) return -1;
     return static_cast<std::int64_t>(add_def(obj));
+  }
+
+  // An lru_cache wrapper of a function of this namespace (a cached function
+  // that calls itself through its global name, say).
+  bool cached_here(PyObject* obj) {
+    if (!is_cached_function(obj)) return false;
+    py::ref wrapped = py::check(PyObject_GetAttrString(obj, "__wrapped__"));
+    return same_namespace(wrapped.get()) &&
+           !importable(obj, attr_text(obj, "__module__"), attr_text(obj, "__qualname__"));
+  }
+
+  std::size_t add_cached(PyObject* wrapper) {
+    auto found = cached_index_.find(wrapper);
+    if (found != cached_index_.end()) return found->second;
+    py::ref wrapped = py::check(PyObject_GetAttrString(wrapper, "__wrapped__"));
+    if (!PyFunction_Check(wrapped.get())) {
+      throw NotShareable(type_qualname(wrapper), "it caches a callable that is not a function");
+    }
+    py::ref params = py::check(PyObject_CallMethod(wrapper, "cache_parameters", nullptr));
+    PyObject* maxsize = PyDict_GetItemString(params.get(), "maxsize");  // borrowed
+    PyObject* typed = PyDict_GetItemString(params.get(), "typed");      // borrowed
+    if (maxsize == nullptr || typed == nullptr) {
+      throw NotShareable(type_qualname(wrapper), "its cache_parameters() are not known");
+    }
+    std::size_t index = out_.cached.size();
+    cached_index_.emplace(wrapper, index);
+    out_.cached.push_back({0, nested(maxsize, ".cache_parameters()"), PyObject_IsTrue(typed) == 1});
+    out_.cached[index].def = add_def(wrapped.get());
+    return index;
   }
 
   std::size_t add_class(PyObject* cls, const std::string& where) {
@@ -159,6 +194,7 @@ class FunctionCapture {
         PyMapping_HasKeyString(dict.get(), "__dataclass_fields__") == 1) {
       add_dataclass(dict.get(), def, here);
     }
+    bool is_enum = add_metaclass(cls, dict.get(), def, here);
     py::ref items = py::check(PyMapping_Items(dict.get()));
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items.get()); ++i) {
       PyObject* item = PyList_GET_ITEM(items.get(), i);
@@ -176,6 +212,17 @@ class FunctionCapture {
       }
       std::string at = here + ".__dict__['" + name + "']";
       if (def.dataclass && made_by_dataclass(name, value)) continue;
+      if (!def.metaclass.is_none()) {
+        if (made_by_metaclass(cls, key, name, value, is_enum)) continue;
+        py::ref abstract = py::ref::steal(PyObject_GetAttrString(value, "__isabstractmethod__"));
+        if (!abstract) PyErr_Clear();
+        if (abstract && PyObject_IsTrue(abstract.get()) == 1) def.abstract.push_back(name);
+        if (is_enum && PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject*>(cls))) {
+          py::ref member_value = py::check(PyObject_GetAttrString(value, "_value_"));
+          def.attrs.emplace_back(name, nested(member_value.get(), at + "._value_"));
+          continue;
+        }
+      }
       if (std::int64_t d = method_def(value); d >= 0) {
         def.methods.push_back({name, ClassDef::Wrap::Plain, static_cast<std::size_t>(d)});
         continue;
@@ -183,9 +230,13 @@ class FunctionCapture {
       bool is_static = Py_IS_TYPE(value, &PyStaticMethod_Type);
       if (is_static || Py_IS_TYPE(value, &PyClassMethod_Type)) {
         py::ref inner = py::check(PyObject_GetAttrString(value, "__func__"));
+        ClassDef::Wrap wrap = is_static ? ClassDef::Wrap::Static : ClassDef::Wrap::Class;
         if (std::int64_t d = method_def(inner.get()); d >= 0) {
-          def.methods.push_back({name, is_static ? ClassDef::Wrap::Static : ClassDef::Wrap::Class,
-                                 static_cast<std::size_t>(d)});
+          def.methods.push_back({name, wrap, static_cast<std::size_t>(d)});
+          continue;
+        }
+        if (PyFunction_Check(inner.get()) || PyCFunction_Check(inner.get())) {
+          def.wrapped.push_back({name, wrap, nested(inner.get(), at + ".__func__")});
           continue;
         }
       }
@@ -214,6 +265,66 @@ class FunctionCapture {
     }
     out_.classes[index] = std::move(def);
     return index;
+  }
+
+  // The metaclass of `cls` when it is not `type` (and, for an enum, the
+  // keywords its metaclass takes). True for an enum.
+  bool add_metaclass(PyObject* cls, PyObject* dict, ClassDef& def, const std::string& where) {
+    PyObject* meta = reinterpret_cast<PyObject*>(Py_TYPE(cls));
+    if (meta == reinterpret_cast<PyObject*>(&PyType_Type)) return false;
+    def.metaclass = nested(meta, where + ".__class__");
+    py::ref enum_module = py::check(PyImport_ImportModule("enum"));
+    py::ref enum_type = py::check(PyObject_GetAttrString(enum_module.get(), "EnumType"));
+    int is_enum = PyObject_IsSubclass(meta, enum_type.get());
+    if (is_enum < 0) py::throw_python_error();
+    if (is_enum == 0) return false;
+    if (PyMapping_HasKeyString(dict, "__new_member__") == 1) {
+      throw ClassRefused(type_qualname(cls),
+                         "the enum " + def.module + "." + def.qualname +
+                             " has its own __new__, so it cannot be made again from its "
+                             "members' values; define it in a module");
+    }
+    if (PyMapping_HasKeyString(dict, "_boundary_") == 1) {
+      py::ref boundary = py::check(PyMapping_GetItemString(dict, "_boundary_"));
+      if (boundary.get() != Py_None) {
+        py::ref keywords = py::check(PyDict_New());
+        py::check(PyDict_SetItemString(keywords.get(), "boundary", boundary.get()));
+        def.keywords = nested(keywords.get(), where + "._boundary_");
+      }
+    }
+    return true;
+  }
+
+  // True for an attribute the metaclass makes itself when it makes the
+  // class: ABCs' _abc_impl, an enum's member maps and masks (its
+  // _sunder_ names other than those users define), and what a metaclass
+  // copies from a base (enum's __new__).
+  static bool made_by_metaclass(PyObject* cls, PyObject* key, const std::string& name,
+                                PyObject* value, bool is_enum) {
+    if (name == "_abc_impl" || name == "__abstractmethods__") return true;
+    if (is_enum && name.size() > 2 && name.front() == '_' && name.back() == '_' &&
+        name[1] != '_' && name != "_generate_next_value_" && name != "_missing_" &&
+        name != "_numeric_repr_") {
+      return true;
+    }
+    PyObject* mro = reinterpret_cast<PyTypeObject*>(cls)->tp_mro;  // a tuple
+    for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(mro); ++i) {
+      py::ref base_dict = py::ref::steal(
+          PyType_GetDict(reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i))));
+      PyObject* inherited = PyDict_GetItemWithError(base_dict.get(), key);  // borrowed
+      if (inherited != nullptr) return unwrapped(inherited) == unwrapped(value);
+      if (PyErr_Occurred()) py::throw_python_error();
+    }
+    return false;
+  }
+
+  // The function a staticmethod or classmethod holds, else `obj` (borrowed).
+  static PyObject* unwrapped(PyObject* obj) {
+    if (!Py_IS_TYPE(obj, &PyStaticMethod_Type) && !Py_IS_TYPE(obj, &PyClassMethod_Type)) {
+      return obj;
+    }
+    py::ref func = py::check(PyObject_GetAttrString(obj, "__func__"));
+    return func.get();  // still held by the wrapper
   }
 
   // The parameters and fields of a dataclass (`dict` is its __dict__).
@@ -337,6 +448,10 @@ class FunctionCapture {
       out_.global_defs.emplace_back(key, add_def(value));
       return;
     }
+    if (cached_here(value)) {
+      out_.global_cached.emplace_back(key, add_cached(value));
+      return;
+    }
     if (own_class(value)) {
       out_.global_classes.emplace_back(key, add_class(value, ".__globals__['" + key + "']"));
       return;
@@ -360,6 +475,7 @@ class FunctionCapture {
   py::ref seen_ = py::check(PySet_New(nullptr));
   std::unordered_map<PyObject*, std::size_t> def_index_;
   std::unordered_map<PyObject*, std::size_t> class_index_;
+  std::unordered_map<PyObject*, std::size_t> cached_index_;
   bool classes_;
   std::vector<PyObject*> pending_;  // code entries, borrowed from the cache
 };
@@ -378,8 +494,10 @@ py::ref make_function(const FunctionDef& def, PyObject* globals) {
 
 // Closures are set once every function of the namespace exists: a cell may
 // hold any of them (itself included).
-void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::ref>& funcs,
-                 const std::vector<py::ref>& classes) {
+// Cells that hold a class (a method's __class__ cell) stay empty until
+// fill_class_cells: the functions run while classes are made (a metaclass's
+// __new__, __init_subclass__, __set_name__), before every class exists.
+void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::ref>& funcs) {
   if (def.cells.empty()) return;
   py::ref closure = py::check(PyTuple_New(static_cast<Py_ssize_t>(def.cells.size())));
   for (std::size_t i = 0; i < def.cells.size(); ++i) {
@@ -387,7 +505,7 @@ void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::r
     if (def.cell_defs[i] >= 0) {
       content = funcs[static_cast<std::size_t>(def.cell_defs[i])];
     } else if (i < def.cell_classes.size() && def.cell_classes[i] >= 0) {
-      content = classes[static_cast<std::size_t>(def.cell_classes[i])];
+      // Filled by fill_class_cells once the class is made.
     } else if (!def.empty_cells[i]) {
       content = def.cells[i].rebuild();
     }
@@ -395,6 +513,70 @@ void set_closure(const FunctionDef& def, PyObject* func, const std::vector<py::r
                      py::check(PyCell_New(content.get())).release());
   }
   py::check(PyFunction_SetClosure(func, closure.get()));
+}
+
+// Puts class `index`, just made, in the cells that hold it.
+void fill_class_cells(const FunctionData& data, const std::vector<py::ref>& funcs,
+                      std::size_t index, PyObject* cls) {
+  for (std::size_t f = 0; f < data.defs.size(); ++f) {
+    const std::vector<std::int64_t>& cell_classes = data.defs[f].cell_classes;
+    for (std::size_t i = 0; i < cell_classes.size(); ++i) {
+      if (cell_classes[i] != static_cast<std::int64_t>(index)) continue;
+      PyObject* closure = PyFunction_GetClosure(funcs[f].get());  // borrowed
+      if (PyCell_Set(PyTuple_GET_ITEM(closure, static_cast<Py_ssize_t>(i)), cls) < 0) {
+        py::throw_python_error();
+      }
+    }
+  }
+}
+
+// metaclass(name, bases, namespace, **keywords), the namespace made by
+// metaclass.__prepare__ and filled from `ns` in order (enum members keep
+// theirs).
+py::ref make_with_metaclass(const ClassDef& def, PyObject* name, PyObject* bases, PyObject* ns) {
+  for (const std::string& abstract : def.abstract) {
+    PyObject* obj = PyDict_GetItemString(ns, abstract.c_str());  // borrowed
+    if (obj == nullptr) continue;
+    py::ref target = py::ref::borrow(obj);
+    if (Py_IS_TYPE(obj, &PyStaticMethod_Type) || Py_IS_TYPE(obj, &PyClassMethod_Type)) {
+      target = py::check(PyObject_GetAttrString(obj, "__func__"));
+    } else if (Py_IS_TYPE(obj, &PyProperty_Type)) {
+      target = py::check(PyObject_GetAttrString(obj, "fget"));
+    }
+    if (PyFunction_Check(target.get())) {
+      if (PyObject_SetAttrString(target.get(), "__isabstractmethod__", Py_True) < 0) {
+        py::throw_python_error();
+      }
+    }
+  }
+  py::ref meta = def.metaclass.rebuild();
+  py::ref keywords = def.keywords.is_none() ? py::ref() : def.keywords.rebuild();
+  py::ref prepare = py::check(PyObject_GetAttrString(meta.get(), "__prepare__"));
+  py::ref args = py::check(PyTuple_Pack(2, name, bases));
+  py::ref prepared = py::check(PyObject_Call(prepare.get(), args.get(), keywords.get()));
+  PyObject* key = nullptr;
+  PyObject* value = nullptr;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(ns, &pos, &key, &value)) {
+    py::check(PyObject_SetItem(prepared.get(), key, value));
+  }
+  py::ref call_args = py::check(PyTuple_Pack(3, name, bases, prepared.get()));
+  return py::check(PyObject_Call(meta.get(), call_args.get(), keywords.get()));
+}
+
+// The lru_cache wrappers of `data`, made around its functions.
+std::vector<py::ref> make_cached(const FunctionData& data, const std::vector<py::ref>& funcs) {
+  std::vector<py::ref> made;
+  if (data.cached.empty()) return made;
+  py::ref functools = py::check(PyImport_ImportModule("functools"));
+  py::ref lru_cache = py::check(PyObject_GetAttrString(functools.get(), "lru_cache"));
+  for (const FunctionData::Cached& c : data.cached) {
+    py::ref maxsize = c.maxsize.rebuild();
+    py::ref decorator = py::check(PyObject_CallFunctionObjArgs(
+        lru_cache.get(), maxsize.get(), c.typed ? Py_True : Py_False, nullptr));
+    made.push_back(py::check(PyObject_CallOneArg(decorator.get(), funcs[c.def].get())));
+  }
+  return made;
 }
 
 // The class `def` describes, made in the attached interpreter with the
@@ -434,6 +616,12 @@ py::ref make_class(const ClassDef& def, const std::vector<py::ref>& funcs,
     if (m.wrap == ClassDef::Wrap::Class) func = py::check(PyClassMethod_New(func.get()));
     py::check(PyDict_SetItemString(ns.get(), m.name.c_str(), func.get()));
   }
+  for (const ClassDef::Wrapped& w : def.wrapped) {
+    py::ref func = w.func.rebuild();
+    func = py::check(w.wrap == ClassDef::Wrap::Static ? PyStaticMethod_New(func.get())
+                                                      : PyClassMethod_New(func.get()));
+    py::check(PyDict_SetItemString(ns.get(), w.name.c_str(), func.get()));
+  }
   for (const ClassDef::Property& p : def.properties) {
     auto part = [&](std::int64_t index) {
       return index >= 0 ? funcs[static_cast<std::size_t>(index)] : py::ref::borrow(Py_None);
@@ -456,8 +644,11 @@ py::ref make_class(const ClassDef& def, const std::vector<py::ref>& funcs,
     }
   }
   py::ref name = make_str(def.name);
-  py::ref cls = py::check(PyObject_CallFunctionObjArgs(reinterpret_cast<PyObject*>(&PyType_Type),
-                                                       name.get(), bases.get(), ns.get(), nullptr));
+  py::ref cls = def.metaclass.is_none()
+                    ? py::check(PyObject_CallFunctionObjArgs(
+                          reinterpret_cast<PyObject*>(&PyType_Type), name.get(), bases.get(),
+                          ns.get(), nullptr))
+                    : make_with_metaclass(def, name.get(), bases.get(), ns.get());
   if (def.dataclass) {
     py::ref decorate = py::check(PyObject_GetAttrString(dataclasses.get(), "dataclass"));
     py::ref no_args = py::check(PyTuple_New(0));
@@ -513,7 +704,7 @@ PyObject* class_globals(PyObject* cls) {
 }
 
 bool class_by_value(PyObject* obj) {
-  if (!PyType_Check(obj) || !Py_IS_TYPE(obj, &PyType_Type)) return false;
+  if (!PyType_Check(obj)) return false;
   if (!PyType_HasFeature(reinterpret_cast<PyTypeObject*>(obj), Py_TPFLAGS_HEAPTYPE)) return false;
   PyObject* module = PyDict_GetItemString(reinterpret_cast<PyTypeObject*>(obj)->tp_dict,
                                           "__module__");  // borrowed
@@ -581,6 +772,8 @@ std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCaptur
   }
   try {
     FunctionCapture(capture, PyFunction_GetGlobals(func), *data).run(func);
+  } catch (ClassRefused&) {
+    throw;
   } catch (NotShareable&) {
     // A class it uses cannot travel by value (one of its attributes cannot):
     // send the function as before classes travelled, naming such classes
@@ -589,6 +782,38 @@ std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCaptur
     plain->module = data->module;
     plain->qualname = data->qualname;
     FunctionCapture(capture, PyFunction_GetGlobals(func), *plain, /*classes=*/false).run(func);
+    return plain;
+  }
+  return data;
+}
+
+bool is_cached_function(PyObject* obj) {
+  return std::strcmp(Py_TYPE(obj)->tp_name, "functools._lru_cache_wrapper") == 0;
+}
+
+std::shared_ptr<const FunctionData> capture_cached(PyObject* wrapper, ValueCapture& capture) {
+  auto data = std::make_shared<FunctionData>();
+  data->module = attr_text(wrapper, "__module__");
+  data->qualname = attr_text(wrapper, "__qualname__");
+  if (importable(wrapper, data->module, data->qualname)) {
+    data->by_reference = true;
+    return data;
+  }
+  py::ref wrapped = py::check(PyObject_GetAttrString(wrapper, "__wrapped__"));
+  if (!PyFunction_Check(wrapped.get())) {
+    throw NotShareable(type_qualname(wrapper), "it caches a callable that is not a function");
+  }
+  PyObject* globals = PyFunction_GetGlobals(wrapped.get());
+  try {
+    FunctionCapture(capture, globals, *data).run_cached(wrapper);
+  } catch (ClassRefused&) {
+    throw;
+  } catch (NotShareable&) {
+    // As capture_function does: name the classes it uses by reference.
+    auto plain = std::make_shared<FunctionData>();
+    plain->module = data->module;
+    plain->qualname = data->qualname;
+    FunctionCapture(capture, globals, *plain, /*classes=*/false).run_cached(wrapper);
     return plain;
   }
   return data;
@@ -634,21 +859,27 @@ py::ref build_function(const FunctionData& data) {
   std::vector<py::ref> funcs;
   funcs.reserve(data.defs.size());
   for (const FunctionDef& def : data.defs) funcs.push_back(make_function(def, globals.get()));
-  // Classes after the functions their methods are, before the closures
-  // (a method's __class__ cell holds its class).
-  std::vector<py::ref> classes;
-  classes.reserve(data.classes.size());
-  for (const ClassDef& def : data.classes) classes.push_back(make_class(def, funcs, classes));
-  for (std::size_t i = 0; i < funcs.size(); ++i) {
-    set_closure(data.defs[i], funcs[i].get(), funcs, classes);
-  }
+  // Closures and functions' globals before the classes, whose making may
+  // run them; classes after the functions their methods are.
+  for (std::size_t i = 0; i < funcs.size(); ++i) set_closure(data.defs[i], funcs[i].get(), funcs);
   for (const auto& [key, index] : data.global_defs) {
     py::check(PyDict_SetItemString(globals.get(), key.c_str(), funcs[index].get()));
+  }
+  std::vector<py::ref> classes;
+  classes.reserve(data.classes.size());
+  for (const ClassDef& def : data.classes) {
+    classes.push_back(make_class(def, funcs, classes));
+    fill_class_cells(data, funcs, classes.size() - 1, classes.back().get());
   }
   for (const auto& [key, index] : data.global_classes) {
     py::check(PyDict_SetItemString(globals.get(), key.c_str(), classes[index].get()));
   }
+  std::vector<py::ref> cached = make_cached(data, funcs);
+  for (const auto& [key, index] : data.global_cached) {
+    py::check(PyDict_SetItemString(globals.get(), key.c_str(), cached[index].get()));
+  }
   if (data.root_class >= 0) return classes[static_cast<std::size_t>(data.root_class)];
+  if (data.root_cached >= 0) return cached[static_cast<std::size_t>(data.root_cached)];
   return funcs.front();
 }
 

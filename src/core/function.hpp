@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "subinterp/error.hpp"
 #include "subinterp/value.hpp"
 
 namespace subinterp {
@@ -41,6 +42,13 @@ struct ClassDef {
     std::int64_t fget, fset, fdel;  // indices into FunctionData::defs, or -1
     Value doc;
   };
+  // A staticmethod or classmethod around a function of another namespace
+  // (by reference, or by value on its own), as namedtuple's __new__ and _make.
+  struct Wrapped {
+    std::string name;
+    Wrap wrap;
+    Value func;
+  };
   std::string name;
   std::string qualname;
   std::string module;
@@ -53,6 +61,17 @@ struct ClassDef {
   std::vector<std::pair<std::string, std::size_t>> nested_classes;
   std::vector<Method> methods;
   std::vector<Property> properties;
+  std::vector<Wrapped> wrapped;
+  // None for `type`; else the metaclass: the class is made with
+  // metaclass.__prepare__(name, bases, **keywords) and
+  // metaclass(name, bases, namespace, **keywords). The attributes the
+  // metaclass makes itself (ABCs' _abc_impl, enums' member maps) are left
+  // out; enum members are sent as their values.
+  Value metaclass;
+  Value keywords;  // None or a dict
+  // Names of its abstract methods (functions carry no attributes by value:
+  // their __isabstractmethod__ is set again before the metaclass runs).
+  std::vector<std::string> abstract;
   // A dataclass is sent as written (its generated methods left out) and
   // decorated again in the target: dataclasses.dataclass(**params), with
   // each field as dataclasses.field(**field_args).
@@ -77,17 +96,39 @@ struct FunctionData {
   std::vector<std::pair<std::string, std::size_t>> global_classes;
   // When >= 0, the value is this class, not defs[0].
   std::int64_t root_class = -1;
-  // For Value::Kind::Instance: the pickled instance of root_class.
-  std::string pickled;
+  // functools.lru_cache wrappers of defs, decorated again in the target.
+  struct Cached {
+    std::size_t def;  // index into defs
+    Value maxsize;    // int or None
+    bool typed;
+  };
+  std::vector<Cached> cached;
+  std::vector<std::pair<std::string, std::size_t>> global_cached;
+  // When >= 0, the value is this wrapper, not defs[0].
+  std::int64_t root_cached = -1;
 };
 
 namespace detail {
 
+// A class of `__main__` that cannot be made again by value at all (an enum
+// with its own __new__, a class holding instances of itself), as opposed to
+// one with an attribute value that cannot travel, which is named by
+// reference instead. Refused wherever it is met.
+class ClassRefused : public NotShareable {
+ public:
+  using NotShareable::NotShareable;
+};
+
 std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCapture& capture);
-// True for a class defined at the top level of `__main__` (or in a function
-// there) with the plain metaclass: such a class travels by value.
+// True for a class defined in `__main__` (at the top level or in a function
+// there): such a class travels by value, with its metaclass.
 bool class_by_value(PyObject* obj);
 std::shared_ptr<const FunctionData> capture_class(PyObject* cls, ValueCapture& capture);
+// True for a functools.lru_cache (or functools.cache) wrapper.
+bool is_cached_function(PyObject* obj);
+// An lru_cache wrapper: by reference when importable, else the function it
+// wraps by value, decorated again with the same maxsize and typed.
+std::shared_ptr<const FunctionData> capture_cached(PyObject* wrapper, ValueCapture& capture);
 // A builtin function reachable as module.qualname, by reference; null when
 // it is not (a bound method of an object, say).
 std::shared_ptr<const FunctionData> capture_builtin(PyObject* func);

@@ -21,6 +21,9 @@ void release_cache(PyObject* capsule) {
   }
   Py_CLEAR(c->pickle_dumps);
   Py_CLEAR(c->pickle_loads);
+  Py_CLEAR(c->value_pickler);
+  Py_CLEAR(c->value_unpickler);
+  Py_CLEAR(c->bytes_io);
   Py_CLEAR(c->builtins);
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
@@ -32,14 +35,6 @@ void release_cache(PyObject* capsule) {
   // is freed. Nobody else is attached to its interpreter: it is ending.
   g_cache_epoch.fetch_add(1);
   delete c;
-}
-
-void load_pickle(InterpCache& c) {
-  py::ref pickle = py::check(PyImport_ImportModule("pickle"));
-  py::ref dumps = py::check(PyObject_GetAttrString(pickle.get(), "dumps"));
-  py::ref loads = py::check(PyObject_GetAttrString(pickle.get(), "loads"));
-  c.pickle_dumps = dumps.release();
-  c.pickle_loads = loads.release();
 }
 
 }  // namespace
@@ -114,21 +109,6 @@ void clear_error_unless_interruption() {
   Py_XDECREF(exc);
 }
 
-py::ref pickle_dumps(PyObject* obj) {
-  InterpCache& c = cache();
-  if (c.pickle_dumps == nullptr) load_pickle(c);
-  py::ref protocol = py::check(PyLong_FromLong(5));
-  return py::check(PyObject_CallFunctionObjArgs(c.pickle_dumps, obj, protocol.get(), nullptr));
-}
-
-py::ref pickle_loads(std::string_view data) {
-  InterpCache& c = cache();
-  if (c.pickle_loads == nullptr) load_pickle(c);
-  py::ref bytes =
-      py::check(PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size())));
-  return py::check(PyObject_CallOneArg(c.pickle_loads, bytes.get()));
-}
-
 std::string utf8(PyObject* str) {
   Py_ssize_t size = 0;
   const char* data = PyUnicode_AsUTF8AndSize(str, &size);
@@ -146,12 +126,14 @@ py::ref make_str(std::string_view text) {
       PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "surrogatepass"));
 }
 
-std::string type_qualname(PyObject* obj) {
+std::string type_qualname(PyObject* obj) { return class_name(Py_TYPE(obj)); }
+
+std::string class_name(PyTypeObject* type) {
   py::ref pending = py::ref::steal(PyErr_GetRaisedException());
-  std::string result = Py_TYPE(obj)->tp_name;
-  py::ref name = py::ref::steal(PyType_GetQualName(Py_TYPE(obj)));
-  py::ref module = py::ref::steal(
-      PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(obj)), "__module__"));
+  std::string result = type->tp_name;
+  py::ref name = py::ref::steal(PyType_GetQualName(type));
+  py::ref module =
+      py::ref::steal(PyObject_GetAttrString(reinterpret_cast<PyObject*>(type), "__module__"));
   if (name && PyUnicode_Check(name.get())) {
     const char* q = PyUnicode_AsUTF8(name.get());
     if (q != nullptr) result = q;

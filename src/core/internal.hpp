@@ -3,11 +3,15 @@
 
 #include <Python.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "subinterp/ref.hpp"
+#include "subinterp/value.hpp"
 
 namespace subinterp::detail {
 
@@ -17,6 +21,9 @@ namespace subinterp::detail {
 struct InterpCache {
   PyObject* pickle_dumps = nullptr;
   PyObject* pickle_loads = nullptr;
+  PyObject* value_pickler = nullptr;    // see pickle.cpp
+  PyObject* value_unpickler = nullptr;  // see pickle.cpp
+  PyObject* bytes_io = nullptr;         // io.BytesIO
   PyObject* builtins = nullptr;
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
@@ -47,8 +54,39 @@ void clear_error_unless_interruption();
 // The attached interpreter's cache (made on first use). Throws PythonError.
 InterpCache& cache();
 
+// Pickling for values (pickle.cpp). pickle_dumps is plain pickle.dumps with
+// protocol 5.
 py::ref pickle_dumps(PyObject* obj);
-py::ref pickle_loads(std::string_view data);
+// True when pickled bytes may name something in `__main__`, which the
+// receiving interpreter does not have, or a class of a pure-Python fallback
+// whose pickle the C module's class cannot load: then the object is pickled
+// again with pickle_dumps_refs. A search of the bytes, nothing more.
+bool pickle_needs_refs(std::string_view data);
+
+// Decides, for each object pickle_dumps_refs meets, whether it travels beside
+// the pickle as a Value (a function or class of `__main__`, say) instead of
+// being named by reference. May throw; the pickling then throws that.
+class PickleRefs {
+ public:
+  virtual ~PickleRefs() = default;
+  // The index of the Value standing for `obj`, or nullopt to pickle `obj`.
+  virtual std::optional<std::size_t> ref(PyObject* obj) = 0;
+};
+// Pickles `obj` (protocol 5) with `refs.ref()` as its persistent_id.
+py::ref pickle_dumps_refs(PyObject* obj, PickleRefs& refs);
+
+// Unpickles `data`; `refs` are the Values of its persistent ids. Pickles that
+// name the pure-Python fallback of a stdlib C module (`_pydatetime`, which
+// CPython 3.12 loads in isolated interpreters) are loaded as naming the
+// module users import (`datetime`), so that this interpreter's own classes
+// are made.
+py::ref pickle_loads(std::string_view data, const std::vector<Value>* refs = nullptr);
+
+// Pickled bytes with the Values their persistent ids stand for.
+struct PickleData {
+  std::string bytes;
+  std::vector<Value> refs;
+};
 
 // UTF-8 text of a str object; throws PythonError.
 std::string utf8(PyObject* str);
@@ -56,5 +94,7 @@ std::string utf8(PyObject* str);
 py::ref make_str(std::string_view text);
 // The qualified name of obj's type, for messages. Never throws.
 std::string type_qualname(PyObject* obj);
+// The same for a class. Never throws.
+std::string class_name(PyTypeObject* type);
 
 }  // namespace subinterp::detail

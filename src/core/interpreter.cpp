@@ -151,6 +151,17 @@ void prepare_main_on_runtime_thread() {
   }
 }
 
+// CPython 3.12's _zoneinfo loads in an isolated interpreter, then fails in
+// its init (AttributeError: it needs the C API of _datetime, which is
+// refused there), and zoneinfo falls back to its pure-Python version only on
+// ImportError: `import zoneinfo` fails. Marked missing (None in
+// sys.modules), _zoneinfo raises ImportError and the fallback loads, as it
+// does for datetime and decimal. Call with the new interpreter attached.
+void hide_zoneinfo_for_312() {
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  if (PyDict_SetItemString(modules, "_zoneinfo", Py_None) < 0) PyErr_Clear();  // best effort
+}
+
 void preload_on_caller() {
   if (g_imported.load()) return;
   PyThreadState* current = current_thread_state();
@@ -447,6 +458,9 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     }
     // The new interpreter's thread state is attached (the anchor was
     // detached by CPython); detaching it leaves this thread with none.
+#if PY_VERSION_HEX < 0x030D0000
+    if (config.isolated) hide_zoneinfo_for_312();
+#endif
     PyInterpreterState* interp = PyThreadState_GetInterpreter(tstate);
     state = std::make_shared<InterpreterState>(interp, PyInterpreterState_GetID(interp),
                                                Whence::Subinterp, tstate);

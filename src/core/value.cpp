@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include <marshal.h>
@@ -61,9 +64,12 @@ std::string path_key(PyObject* key) {
   return "[<" + detail::type_qualname(key) + " key>]";
 }
 
-std::string as_bytes(PyObject* bytes) {
-  return std::string(PyBytes_AS_STRING(bytes), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes)));
+std::string_view as_view(PyObject* bytes) {
+  return std::string_view(PyBytes_AS_STRING(bytes),
+                          static_cast<std::size_t>(PyBytes_GET_SIZE(bytes)));
 }
+
+std::string as_bytes(PyObject* bytes) { return std::string(as_view(bytes)); }
 
 }  // namespace
 
@@ -108,6 +114,8 @@ class ValueCapture {
     if (PyCFunction_Check(obj)) {
       if (auto data = detail::capture_builtin(obj)) return Value(Value::Kind::Function, data);
     }
+    if (detail::is_cached_function(obj)) return function(obj);
+    if (PyModule_Check(obj) && registered_module(obj)) return module(obj);
     if (detail::class_by_value(obj)) {
       return Value(Value::Kind::Function, detail::capture_class(obj, *this));
     }
@@ -248,6 +256,20 @@ class ValueCapture {
     return Value(Value::Kind::Buffer, std::make_shared<const BufferData>(std::move(data)));
   }
 
+  // True for a module (of a ModuleType subclass, say a lazy module) that is
+  // the one sys.modules holds under its name: importing the name elsewhere
+  // gives that interpreter's copy.
+  static bool registered_module(PyObject* obj) {
+    py::ref name = py::ref::steal(PyModule_GetNameObject(obj));
+    if (!name) {
+      PyErr_Clear();
+      return false;
+    }
+    py::ref registered = py::ref::steal(PyImport_GetModule(name.get()));
+    if (!registered && PyErr_Occurred()) py::throw_python_error();
+    return registered.get() == obj;
+  }
+
   static Value module(PyObject* obj) {
     PyObject* name = PyModule_GetNameObject(obj);
     if (name == nullptr) py::throw_python_error();
@@ -265,13 +287,31 @@ class ValueCapture {
       std::vector<PyObject*>& v;
       ~Pop() { v.pop_back(); }
     } pop{functions_};
+    if (detail::is_cached_function(obj)) {
+      return Value(Value::Kind::Function, detail::capture_cached(obj, *this));
+    }
     return Value(Value::Kind::Function, detail::capture_function(obj, *this));
   }
 
+  // Pickled bytes. A pickle that names `__main__` (or fails) is made again
+  // with the functions and classes of `__main__` it meets captured by value
+  // beside it (detail::PickleRefs), so that the target has them; see
+  // pickle_needs_refs for the other case.
   Value pickled(PyObject* obj) {
     py::ref data;
     try {
       data = detail::pickle_dumps(obj);
+    } catch (py::PythonError& e) {
+      // Lambdas and closures do not pickle: retried below. Ctrl-C is not
+      // retried.
+      if (detail::is_interruption(e.exception())) throw;
+    }
+    if (data && !detail::pickle_needs_refs(as_view(data.get()))) {
+      return Value(Value::Kind::Pickled, as_bytes(data.get()));
+    }
+    ByValue refs(*this);
+    try {
+      data = detail::pickle_dumps_refs(obj, refs);
     } catch (py::PythonError& e) {
       // Ctrl-C or SystemExit while pickling ran Python code: not a reason
       // to call the value unshareable.
@@ -282,31 +322,80 @@ class ValueCapture {
       PyErr_Clear();
       throw NotShareable(detail::type_qualname(obj), reason);
     }
-    // An instance of a class of `__main__` takes its class along by value,
-    // so that the target can unpickle it (its own `__main__` has no such
-    // class unless the class was sent before).
-    PyObject* cls = reinterpret_cast<PyObject*>(Py_TYPE(obj));
-    if (detail::class_by_value(cls)) {
-      std::shared_ptr<const FunctionData> captured;
-      try {
-        captured = detail::capture_class(cls, *this);
-      } catch (NotShareable&) {
-        // The class cannot travel by value; the instance still may, where
-        // the target defines the class itself.
+    if (refs.values.empty()) return Value(Value::Kind::Pickled, as_bytes(data.get()));
+    auto made = std::make_shared<detail::PickleData>();
+    made->bytes = as_bytes(data.get());
+    made->refs = std::move(refs.values);
+    return Value(Value::Kind::PickledRefs, std::shared_ptr<const detail::PickleData>(made));
+  }
+
+  // The persistent ids of a pickle: functions and classes that pickle would
+  // name by reference but that travel by value (see detail::class_by_value
+  // and detail::capture_function).
+  class ByValue final : public detail::PickleRefs {
+   public:
+    explicit ByValue(ValueCapture& capture) : capture_(capture) {}
+
+    std::optional<std::size_t> ref(PyObject* obj) override {
+      PyTypeObject* type = Py_TYPE(obj);
+      bool is_class = PyType_Check(obj);
+      if (!is_class && type != &PyFunction_Type && !detail::is_cached_function(obj)) {
+        return std::nullopt;
       }
-      if (captured) {
-        auto with_class = std::make_shared<FunctionData>(*captured);
-        with_class->pickled = as_bytes(data.get());
-        return Value(Value::Kind::Instance, std::shared_ptr<const FunctionData>(with_class));
+      if (auto found = index_.find(obj); found != index_.end()) return found->second;
+      Value v;
+      if (is_class) {
+        if (!detail::class_by_value(obj)) return std::nullopt;
+        auto& classes = capture_.classes_;
+        if (std::find(classes.begin(), classes.end(), obj) != classes.end()) {
+          // Its attributes hold instances of it: it would be needed to make itself.
+          throw detail::ClassRefused(detail::class_name(reinterpret_cast<PyTypeObject*>(obj)),
+                                     "the class holds instances of itself in its attributes, "
+                                     "so it cannot be made again by value");
+        }
+        classes.push_back(obj);
+        struct Pop {
+          std::vector<PyObject*>& v;
+          ~Pop() { v.pop_back(); }
+        } pop{classes};
+        try {
+          v = capture_.walk(obj);
+        } catch (detail::ClassRefused&) {
+          throw;
+        } catch (NotShareable&) {
+          // Named by reference, as before classes travelled: that works
+          // where the target defines the class itself.
+          return std::nullopt;
+        }
+      } else {
+        v = capture_.walk(obj);
+        if (by_reference(v)) return std::nullopt;
       }
+      std::size_t index = values.size();
+      values.push_back(std::move(v));
+      held_.push_back(py::ref::borrow(obj));  // its address stays its own
+      index_.emplace(obj, index);
+      return index;
     }
-    return Value(Value::Kind::Pickled, as_bytes(data.get()));
+
+    std::vector<Value> values;
+
+   private:
+    ValueCapture& capture_;
+    std::vector<py::ref> held_;
+    std::unordered_map<PyObject*, std::size_t> index_;
+  };
+
+  static bool by_reference(const Value& v) {
+    return v.kind() == Value::Kind::Function &&
+           std::get<std::shared_ptr<const FunctionData>>(v.storage_)->by_reference;
   }
 
   friend Value detail::capture_nested(ValueCapture&, PyObject*);
 
   std::vector<PyObject*> stack_;
   std::vector<PyObject*> functions_;
+  std::vector<PyObject*> classes_;  // classes being captured for a pickle
 };
 
 namespace detail {
@@ -423,10 +512,9 @@ class ValueBuilder {
         return detail::build_function(*std::get<std::shared_ptr<const FunctionData>>(v.storage_));
       case K::Pickled:
         return detail::pickle_loads(v.as_string());
-      case K::Instance: {
-        const FunctionData& data = *std::get<std::shared_ptr<const FunctionData>>(v.storage_);
-        detail::build_function(data);  // makes (and binds) the class first
-        return detail::pickle_loads(data.pickled);
+      case K::PickledRefs: {
+        const auto& data = *std::get<std::shared_ptr<const detail::PickleData>>(v.storage_);
+        return detail::pickle_loads(data.bytes, &data.refs);
       }
       case K::Queue:
       case K::SendChannel:

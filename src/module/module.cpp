@@ -333,6 +333,17 @@ PyObject* m_is_shareable(PyObject* module, PyObject* obj) {
   return entry(module, [&] { return PyBool_FromLong(si::Value::is_shareable(obj)); });
 }
 
+// pickle.loads as values are unpickled: the pure-Python fallbacks of stdlib
+// C modules are loaded as this interpreter's own classes.
+PyObject* m_unpickle(PyObject* module, PyObject* data) {
+  return entry(module, [&] {
+    char* buf = nullptr;
+    Py_ssize_t size = 0;
+    py::check(PyBytes_AsStringAndSize(data, &buf, &size));
+    return si::Value::pickled(std::string(buf, static_cast<std::size_t>(size))).rebuild().release();
+  });
+}
+
 PyObject* m_incref(PyObject* module, PyObject* id) {
   return entry(module, [&] {
     si::Interpreter::get(id_arg(id)).incref();
@@ -443,6 +454,7 @@ PyMethodDef methods[] = {
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_set_main_attrs)), METH_FASTCALL,
      "set_main_attrs(id, ns)"},
     {"is_shareable", m_is_shareable, METH_O, "is_shareable(obj) -> bool"},
+    {"unpickle", m_unpickle, METH_O, "unpickle(bytes) -> object"},
     {"incref", m_incref, METH_O, "incref(id)"},
     {"decref", m_decref, METH_O, "decref(id)"},
     {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_register)),

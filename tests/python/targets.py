@@ -498,3 +498,65 @@ class FalseyError(Exception):
 
 def raise_falsey(msg):
     raise FalseyError(msg)
+
+
+# --- stdlib values (test_values) ---------------------------------------------
+
+def value_namespace():
+    """The modules the expressions of test_values use, imported here."""
+    import collections
+    import datetime
+    import decimal
+    import xml.etree.ElementTree as ET
+    import zoneinfo
+    return {'collections': collections, 'datetime': datetime,
+            'decimal': decimal, 'ET': ET, 'zoneinfo': zoneinfo}
+
+
+def evaluate(source):
+    """The value of the expression `source`, made in this interpreter."""
+    return eval(source, value_namespace())
+
+
+def value_key(value):
+    """What equal values share: Context and Element have no __eq__."""
+    ns = value_namespace()
+    if isinstance(value, ns['decimal'].Context):
+        return repr(value)
+    if isinstance(value, ns['ET'].Element):
+        return ns['ET'].tostring(value)
+    return value
+
+
+def same_value(value, expected):
+    """Whether `value` is `expected` made again here: of its very class (or,
+    for a class, that class itself) and equal to it."""
+    if isinstance(expected, type):
+        return value is expected
+    return type(value) is type(expected) and value_key(value) == value_key(expected)
+
+
+def check_value(value, source):
+    """Whether `value` arrived here as the value `source` makes here, and
+    the module of its class."""
+    return same_value(value, evaluate(source)), type(value).__module__
+
+
+def raise_evaluated(source):
+    """Raises the exception `source` makes (or evaluating it raises)."""
+    raise evaluate(source)
+
+
+def put_evaluated(queue, sources):
+    """Puts the value of each expression, made here, on `queue`."""
+    for source in sources:
+        queue.put(evaluate(source))
+
+
+def module_value(module, name):
+    return module.__name__, getattr(module, name)
+
+
+def import_module(name):
+    import importlib
+    return importlib.import_module(name)
