@@ -88,7 +88,12 @@ class FunctionCapture {
   // Without `classes`, classes of `__main__` the functions use travel as
   // any other value (by pickle, which names them by reference).
   FunctionCapture(ValueCapture& values, PyObject* globals, FunctionData& out, bool classes = true)
-      : values_(values), globals_(globals), out_(out), classes_(classes) {}
+      : values_(values), globals_(globals), out_(out), classes_(classes) {
+    PyObject* name = PyDict_GetItemString(globals, "__name__");  // borrowed
+    out_.ns_origin = std::to_string(PyInterpreterState_GetID(PyInterpreterState_Get())) + ":" +
+                     std::to_string(reinterpret_cast<std::uintptr_t>(globals)) + ":" +
+                     (name != nullptr && PyUnicode_Check(name) ? utf8(name) : std::string());
+  }
 
   void run(PyObject* func) {
     add_def(func);
@@ -457,6 +462,7 @@ class FunctionCapture {
       return;
     }
     out_.globals.emplace_back(key, nested(value, ".__globals__['" + key + "']"));
+    out_.global_ids.push_back(reinterpret_cast<std::uintptr_t>(value));
   }
 
   Value nested(PyObject* obj, const std::string& where) {
@@ -835,6 +841,33 @@ std::shared_ptr<const FunctionData> capture_builtin(PyObject* func) {
   return data;
 }
 
+// The namespace that functions of data's source module share in the
+// attached interpreter, and its {name: sender's object id} of the values
+// sent into it. Made on first use with __builtins__ and __name__.
+std::pair<py::ref, py::ref> namespace_for(const FunctionData& data) {
+  InterpCache& c = cache();
+  py::ref key = make_str(data.ns_origin);
+  if (!data.ns_origin.empty()) {
+    PyObject* entry = PyDict_GetItemWithError(c.namespaces, key.get());  // borrowed
+    if (entry != nullptr) {
+      return {py::ref::borrow(PyTuple_GET_ITEM(entry, 0)),
+              py::ref::borrow(PyTuple_GET_ITEM(entry, 1))};
+    }
+    if (PyErr_Occurred()) py::throw_python_error();
+  }
+  py::ref globals = py::check(PyDict_New());
+  py::check(PyDict_SetItem(globals.get(), c.str_builtins, c.builtins));
+  py::ref name = make_str(data.module.empty() ? "__main__" : data.module);
+  py::check(PyDict_SetItem(globals.get(), c.str_name, name.get()));
+  py::ref sent = py::check(PyDict_New());
+  if (!data.ns_origin.empty()) {
+    if (PyDict_GET_SIZE(c.namespaces) >= kMaxCachedCode) PyDict_Clear(c.namespaces);
+    py::ref entry = py::check(PyTuple_Pack(2, globals.get(), sent.get()));
+    py::check(PyDict_SetItem(c.namespaces, key.get(), entry.get()));
+  }
+  return {std::move(globals), std::move(sent)};
+}
+
 py::ref build_function(const FunctionData& data) {
   if (data.by_reference) {
     py::ref obj = py::check(PyImport_ImportModule(data.module.c_str()));
@@ -847,14 +880,24 @@ py::ref build_function(const FunctionData& data) {
     }
     return obj;
   }
-  InterpCache& c = cache();
-  py::ref globals = py::check(PyDict_New());
-  py::check(PyDict_SetItem(globals.get(), c.str_builtins, c.builtins));
-  py::ref name = make_str(data.module.empty() ? "__main__" : data.module);
-  py::check(PyDict_SetItem(globals.get(), c.str_name, name.get()));
-  for (const auto& [key, value] : data.globals) {
+  auto [globals, sent] = namespace_for(data);
+  const bool tracked = data.global_ids.size() == data.globals.size();
+  for (std::size_t i = 0; i < data.globals.size(); ++i) {
+    const auto& [key, value] = data.globals[i];
+    py::ref name = make_str(key);
+    py::ref id;
+    if (tracked) {
+      id = py::check(PyLong_FromUnsignedLongLong(data.global_ids[i]));
+      PyObject* last = PyDict_GetItemWithError(sent.get(), name.get());  // borrowed
+      if (last == nullptr && PyErr_Occurred()) py::throw_python_error();
+      if (last != nullptr && py::check(PyObject_RichCompareBool(last, id.get(), Py_EQ)) == 1 &&
+          py::check(PyDict_Contains(globals.get(), name.get())) == 1) {
+        continue;  // the sender's value was sent before: the target's stays
+      }
+    }
     py::ref obj = value.rebuild();
-    py::check(PyDict_SetItemString(globals.get(), key.c_str(), obj.get()));
+    py::check(PyDict_SetItem(globals.get(), name.get(), obj.get()));
+    if (tracked) py::check(PyDict_SetItem(sent.get(), name.get(), id.get()));
   }
   std::vector<py::ref> funcs;
   funcs.reserve(data.defs.size());

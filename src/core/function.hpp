@@ -90,6 +90,14 @@ struct FunctionData {
   std::string qualname;
   std::vector<FunctionDef> defs;
   std::vector<std::pair<std::string, Value>> globals;
+  // The address of each of `globals` in the sender: a value the sender has
+  // not rebound since it was last sent is not sent again into the target's
+  // namespace, so what the target's code did to it stays.
+  std::vector<std::uintptr_t> global_ids;
+  // Names the source module (interpreter, namespace, __name__): functions
+  // of one module share one namespace in each target interpreter, which
+  // lives as long as that interpreter, as a module's globals do.
+  std::string ns_origin;
   std::vector<std::pair<std::string, std::size_t>> global_defs;
   // Classes of `__main__` the functions use, by value (bases first).
   std::vector<ClassDef> classes;

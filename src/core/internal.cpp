@@ -28,6 +28,7 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
   Py_CLEAR(c->classes_in);
+  Py_CLEAR(c->namespaces);
   Py_CLEAR(c->shared_buffer_type);
   Py_CLEAR(c->str_builtins);
   Py_CLEAR(c->str_name);
@@ -92,6 +93,7 @@ InterpCache& find_cache(PyInterpreterState* interp) {
   c->code_out = py::check(PyDict_New()).release();
   c->code_in = py::check(PyDict_New()).release();
   c->classes_in = py::check(PyDict_New()).release();
+  c->namespaces = py::check(PyDict_New()).release();
   return *c;
 }
 

@@ -28,6 +28,9 @@ struct InterpCache {
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
   PyObject* classes_in = nullptr;  // {origin: class} of classes rebuilt by value
+  // {namespace origin: (globals dict, {name: sender's object id})}: one
+  // namespace per source module for the functions rebuilt by value here.
+  PyObject* namespaces = nullptr;
   PyObject* shared_buffer_type = nullptr;
   PyObject* str_builtins = nullptr;  // "__builtins__", interned
   PyObject* str_name = nullptr;      // "__name__", interned

@@ -652,6 +652,75 @@ class ValueTests(TestBase):
         self.assertIs(interp.call(targets.identity, math), math)
 
 
+class ScriptNamespaceTests(ScriptTestBase):
+    """Functions of a script keep one namespace per target interpreter, as
+    the script's module globals would (3.14 loads the script there)."""
+
+    def test_module_state_persists_between_calls(self):
+        out = self.assert_script_ok('''
+            import subinterp, subinterp.futures
+            count = 0
+            def incr():
+                global count
+                count += 1
+                return count
+            items = []
+            def add(x):
+                items.append(x)
+                return list(items)
+            i, j = subinterp.create(), subinterp.create()
+            print([i.call(incr) for _ in range(3)], [j.call(incr)], count)
+            print(i.call(add, 1), i.call(add, 2), items)
+            # A lambda of the same script shares the namespace.
+            print(i.call(lambda: count))
+            STATUS = 'uninitialized'
+            def init(x):
+                global STATUS
+                STATUS = x
+            def status():
+                return STATUS
+            with subinterp.futures.InterpreterPoolExecutor(
+                    1, initializer=init, initargs=('initialized',)) as ex:
+                print(ex.submit(status).result())
+            ''')
+        self.assertEqual(out.splitlines(), [
+            '[1, 2, 3] [1] 0', '[1] [1, 2] []', '3', 'initialized'])
+
+    def test_values_the_sender_rebinds_are_sent_again(self):
+        out = self.assert_script_ok('''
+            import subinterp
+            i = subinterp.create()
+            config = {'level': 1}
+            def level():
+                return config['level']
+            first = i.call(level)
+            config = {'level': 2}
+            print(first, i.call(level))
+            results = []
+            for data in (10, 20, 30):
+                results.append(i.call(lambda: data + 1))
+            print(results)
+            ''')
+        self.assertEqual(out.splitlines(), ['1 2', '[11, 21, 31]'])
+
+    def test_modules_do_not_share_a_namespace(self):
+        out = self.assert_script_ok('''
+            import subinterp, helper_mod
+            total = 100
+            def mine():
+                return total
+            i = subinterp.create()
+            print(i.call(mine), i.call(helper_mod.make()), i.call(mine))
+            ''', files={'helper_mod.py': '''
+            total = 1
+            def make():
+                def theirs():
+                    return total
+                return theirs
+            '''})
+        self.assertEqual(out.strip(), '100 1 100')
+
+
 class SharedBufferTests(TestBase):
 
     def test_basics(self):
