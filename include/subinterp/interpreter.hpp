@@ -97,6 +97,7 @@ class Interpreter {
   void incref();
   void decref();
 
+  friend class Value;
   friend bool operator==(const Interpreter& a, const Interpreter& b) noexcept {
     return a.state_ == b.state_;
   }

@@ -20,10 +20,16 @@ namespace detail {
 // destructors must then leave Python alone (its objects may be gone).
 extern std::atomic<bool> g_exit_started;
 bool python_unusable_here() noexcept;
+// Blocks the calling thread until the process ends, as CPython 3.14 does with
+// threads that try to run Python while it finalizes: neither returning into
+// Python code without a thread state nor taking a GIL (which CPython answers
+// with pthread_exit, fatal inside a destructor) is possible then.
+[[noreturn]] void hang_thread() noexcept;
 }  // namespace detail
 
-// True on a thread that must not touch Python any more (see above). Cheap:
-// one relaxed load until shutdown() has run.
+// True on a thread that must not touch Python any more (see above): guards
+// that would attach a thread state again call detail::hang_thread() instead.
+// Cheap: one relaxed load until shutdown() has run.
 inline bool python_unusable() noexcept {
   return detail::g_exit_started.load(std::memory_order_relaxed) &&
          detail::python_unusable_here();

@@ -30,7 +30,8 @@ class ThreadStateGuard {
     PyEval_RestoreThread(target_);
   }
   ~ThreadStateGuard() {
-    if (prev_ == target_ || python_unusable()) return;
+    if (prev_ == target_) return;
+    if (python_unusable()) detail::hang_thread();
     PyEval_SaveThread();
     if (prev_ != nullptr) PyEval_RestoreThread(prev_);
   }
@@ -50,7 +51,9 @@ class DetachGuard {
     if (saved_ != nullptr) PyEval_SaveThread();
   }
   ~DetachGuard() {
-    if (saved_ != nullptr && !python_unusable()) PyEval_RestoreThread(saved_);
+    if (saved_ == nullptr) return;
+    if (python_unusable()) detail::hang_thread();
+    PyEval_RestoreThread(saved_);
   }
   DetachGuard(const DetachGuard&) = delete;
   DetachGuard& operator=(const DetachGuard&) = delete;

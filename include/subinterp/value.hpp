@@ -40,9 +40,11 @@ struct BufferData;
 class Queue;
 class Channel;
 enum class ChannelEnd : std::uint8_t;
+class Interpreter;
 namespace detail {
 class QueueState;
 class ChannelState;
+struct InterpreterHold;
 struct PickleData;
 }  // namespace detail
 
@@ -72,6 +74,7 @@ class Value {
     SendChannel,
     RecvChannel,
     PickledRefs,  // pickled, with the functions and classes of __main__ it names by value
+    Interpreter,  // an interpreter handle; keeps the interpreter open while it lives
   };
 
   Value() noexcept = default;  // None
@@ -101,6 +104,12 @@ class Value {
   static Value code(std::string marshalled);
   static Value from_queue(const Queue& queue);
   static Value from_channel(const Channel& channel, ChannelEnd end);
+  // A handle to the interpreter with this id. While the Value (or a copy)
+  // lives, an interpreter that this runtime made stays open, as if the
+  // handle held a reference: a handle in transit (a call's result, a queue
+  // item) never finds its interpreter closed on arrival.
+  static Value from_interpreter(const Interpreter& interp);
+  static Value interpreter_handle(std::int64_t id);
 
   Kind kind() const noexcept { return kind_; }
   bool is_none() const noexcept { return kind_ == Kind::None; }
@@ -114,6 +123,8 @@ class Value {
   // The handle of Queue / SendChannel / RecvChannel values.
   Queue as_queue() const;
   Channel as_channel() const;
+  // The id of an Interpreter value.
+  std::int64_t interpreter_id() const;
 
  private:
   using Items = std::vector<Value>;
@@ -122,7 +133,8 @@ class Value {
                                std::shared_ptr<const BufferData>, std::pair<double, double>,
                                std::shared_ptr<detail::QueueState>,
                                std::shared_ptr<detail::ChannelState>,
-                               std::shared_ptr<const detail::PickleData>>;
+                               std::shared_ptr<const detail::PickleData>,
+                               std::shared_ptr<const detail::InterpreterHold>>;
 
   Value(Kind kind, Storage storage) : kind_(kind), storage_(std::move(storage)) {}
 

@@ -293,7 +293,7 @@ _known = weakref.WeakValueDictionary()
 _known_lock = threading.Lock()
 
 
-class Interpreter:
+class Interpreter(_subinterp.InterpreterBase):
     """A single Python interpreter in this process.
 
     Attributes:
@@ -367,7 +367,9 @@ class Interpreter:
         self._decref()
 
     def __reduce__(self):
-        return (type(self), (self._id,))
+        # By name of a function that the runtime recognises in pickles: the
+        # object then travels as a handle that keeps its interpreter open.
+        return (_interpreter_from_id, (self._id,))
 
     def __enter__(self):
         return self
@@ -503,6 +505,14 @@ class Interpreter:
 
 
 _callable = callable  # Interpreter.call's argument shadows the builtin.
+
+
+def _interpreter_from_id(id):
+    # What pickled Interpreter objects are rebuilt with.
+    return Interpreter(id)
+
+
+_subinterp.register(Interpreter=Interpreter)
 
 
 # --- process exit ------------------------------------------------------------

@@ -287,6 +287,17 @@ bool end_stuck(InterpreterState& s) {
 // thread of its own still exists).
 void end_leftovers() {
   PyObject* pending = PyErr_GetRaisedException();
+  // An end started after shutdown() (a reference dropped by a late
+  // thread) finishes on its ender if it can: give it a moment.
+  const auto deadline = Clock::now() + std::chrono::seconds(3);
+  for (auto& state : all_owned()) {
+    std::shared_ptr<EndJob> job;
+    {
+      std::lock_guard lock(state->mu_);
+      job = state->ending_;
+    }
+    if (job) wait_end(job, deadline);
+  }
   for (;;) {
     bool progress = false;
     std::vector<std::shared_ptr<InterpreterState>> left = all_owned();
@@ -353,6 +364,10 @@ void start_sentinel() {
 }
 
 }  // namespace
+
+void hang_thread() noexcept {
+  for (;;) pause();
+}
 
 bool python_unusable_here() noexcept {
   return std::this_thread::get_id() != g_exit_thread.load() && runtime_finalizing();

@@ -568,22 +568,49 @@ void Interpreter::close() { close_state(state_); }
 void Interpreter::incref() {
   std::lock_guard lock(state_->mu_);
   ++state_->refs_;
+  state_->counted_ = true;
 }
 
 void Interpreter::decref() {
-  bool close_now = false;
   {
     std::lock_guard lock(state_->mu_);
     if (state_->refs_ == 0) return;
-    if (--state_->refs_ > 0 || state_->closed_ || state_->home_ == nullptr) return;
-    if (state_->worker_thread_ != std::thread::id()) return;  // its pool closes it
-    if (state_->running_) {
-      state_->close_when_released_ = true;
+    if (--state_->refs_ > 0) return;
+  }
+  detail::close_if_unreferenced(state_);
+}
+
+void detail::close_if_unreferenced(const std::shared_ptr<InterpreterState>& state) {
+  bool close_now = false;
+  {
+    std::lock_guard lock(state->mu_);
+    if (state->refs_ > 0 || state->holds_ > 0 || !state->counted_) return;
+    if (state->closed_ || state->home_ == nullptr) return;
+    if (state->worker_thread_ != std::thread::id()) return;  // its pool closes it
+    if (state->running_) {
+      state->close_when_released_ = true;
     } else {
       close_now = true;
     }
   }
-  if (close_now) detail::close_released(state_);
+  if (close_now) detail::close_released(state);
+}
+
+detail::InterpreterHold::InterpreterHold(std::int64_t id_, std::shared_ptr<InterpreterState> s)
+    : id(id_), state(std::move(s)) {
+  if (state) {
+    std::lock_guard lock(state->mu_);
+    ++state->holds_;
+  }
+}
+
+detail::InterpreterHold::~InterpreterHold() {
+  if (!state || python_unusable()) return;
+  {
+    std::lock_guard lock(state->mu_);
+    if (--state->holds_ > 0) return;
+  }
+  close_if_unreferenced(state);
 }
 
 std::int64_t current_interpreter_id() { return PyInterpreterState_GetID(PyInterpreterState_Get()); }
@@ -630,6 +657,12 @@ void shutdown() {
     } catch (std::exception&) {
       // still running at the deadline: ended below
     }
+  }
+  // Ends started elsewhere (a reference dropped meanwhile) are waited for
+  // too.
+  for (auto& state : detail::all_owned()) {
+    std::lock_guard lock(state->mu_);
+    if (state->ending_) jobs.push_back(state->ending_);
   }
   for (auto& job : jobs) {
     if (detail::wait_end(job, deadline) == detail::EndWait::Interrupted) {

@@ -115,7 +115,8 @@ bool names_any(std::string_view data, const std::string_view (&needles)[N]) {
 }
 
 constexpr std::string_view kFallbackNames[] = {"_pydatetime", "_pydecimal", "zoneinfo._zoneinfo"};
-constexpr std::string_view kRefNames[] = {"__main__", "_pydatetime"};
+// "_interpreter_from_id": what subinterp.Interpreter objects pickle as.
+constexpr std::string_view kRefNames[] = {"__main__", "_pydatetime", "_interpreter_from_id"};
 
 bool names_fallback(std::string_view data) { return names_any(data, kFallbackNames); }
 

@@ -294,7 +294,7 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
 
 Attachment::~Attachment() {
   InterpreterState& s = *state_;
-  if (python_unusable()) return;  // CPython is ending this thread at exit
+  if (python_unusable()) hang_thread();  // CPython finalizes: see hang_thread
   if (swapped_) {
     if (temporary_) {
       PyThreadState_Clear(tstate_);
@@ -310,7 +310,7 @@ Attachment::~Attachment() {
     --s.attached_;
     if (run_) s.running_ = false;
     if (s.attached_ == 0 || run_) s.idle_.notify_all();
-    close_now = run_ && s.close_when_released_ && s.refs_ == 0 && !s.closed_;
+    close_now = run_ && s.close_when_released_ && s.refs_ == 0 && s.holds_ == 0 && !s.closed_;
   }
   if (close_now) close_released(state_);
 }

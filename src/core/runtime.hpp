@@ -41,6 +41,8 @@ class InterpreterState {
   int attached_ = 0;              // threads with a thread state of it attached
   bool closed_ = false;
   std::int64_t refs_ = 0;
+  bool counted_ = false;   // refs_ has been raised at least once
+  std::int64_t holds_ = 0;  // handles in transit (InterpreterHold)
   bool close_when_released_ = false;  // refs_ went to zero while running
   // Set for the interpreter of a pool worker: only that thread runs code in
   // it, and only the pool closes it.
@@ -55,6 +57,22 @@ class InterpreterState {
 };
 
 using ThreadStates = std::unordered_map<std::thread::id, PyThreadState*>;
+
+// What an Interpreter Value holds: the interpreter stays open while a hold
+// lives. When the last hold and the last reference are gone (and references
+// had been taken), the interpreter is closed, as by Interpreter::decref().
+struct InterpreterHold {
+  InterpreterHold(std::int64_t id, std::shared_ptr<InterpreterState> state);
+  ~InterpreterHold();
+  InterpreterHold(const InterpreterHold&) = delete;
+  InterpreterHold& operator=(const InterpreterHold&) = delete;
+  const std::int64_t id;
+  const std::shared_ptr<InterpreterState> state;  // null unless ours
+};
+
+// Closes `state` if no reference or hold keeps it (see InterpreterHold):
+// at once if idle, else when its current run ends. Call without its mu_.
+void close_if_unreferenced(const std::shared_ptr<InterpreterState>& state);
 
 // --- ending interpreters (ending.cpp) ---------------------------------------
 

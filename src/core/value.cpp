@@ -12,6 +12,8 @@
 
 #include "function.hpp"
 #include "internal.hpp"
+#include "runtime.hpp"
+#include "subinterp/interpreter.hpp"
 #include "subinterp/channel.hpp"
 #include "subinterp/error.hpp"
 #include "subinterp/queue.hpp"
@@ -340,7 +342,17 @@ class ValueCapture {
       PyTypeObject* type = Py_TYPE(obj);
       bool is_class = PyType_Check(obj);
       if (!is_class && type != &PyFunction_Type && !detail::is_cached_function(obj)) {
-        return std::nullopt;
+        // Interpreter, queue and channel objects inside pickled ones travel
+        // as handles too (an interpreter handle keeps its interpreter open).
+        auto hook = g_capture_handle.load(std::memory_order_acquire);
+        Value handle;
+        if (hook == nullptr || !hook(obj, handle)) return std::nullopt;
+        if (auto found = index_.find(obj); found != index_.end()) return found->second;
+        std::size_t index = values.size();
+        values.push_back(std::move(handle));
+        held_.push_back(py::ref::borrow(obj));
+        index_.emplace(obj, index);
+        return index;
       }
       if (auto found = index_.find(obj); found != index_.end()) return found->second;
       Value v;
@@ -442,6 +454,20 @@ Value Value::dict(std::vector<Value> items) {
 }
 
 Value Value::from_queue(const Queue& queue) { return Value(Kind::Queue, queue.state_); }
+Value Value::from_interpreter(const Interpreter& interp) {
+  const auto& state = interp.state_;
+  bool ours = state->home_ != nullptr;
+  return Value(Kind::Interpreter, std::make_shared<const detail::InterpreterHold>(
+                                      state->id_, ours ? state : nullptr));
+}
+Value Value::interpreter_handle(std::int64_t id) {
+  if (auto state = detail::find_owned(id)) return from_interpreter(Interpreter(state));
+  // The main interpreter, or one this runtime does not own: nothing to keep.
+  return Value(Kind::Interpreter, std::make_shared<const detail::InterpreterHold>(id, nullptr));
+}
+std::int64_t Value::interpreter_id() const {
+  return std::get<std::shared_ptr<const detail::InterpreterHold>>(storage_)->id;
+}
 Value Value::from_channel(const Channel& channel, ChannelEnd end) {
   return Value(end == ChannelEnd::Send ? Kind::SendChannel : Kind::RecvChannel, channel.state_);
 }
@@ -519,6 +545,7 @@ class ValueBuilder {
       case K::Queue:
       case K::SendChannel:
       case K::RecvChannel:
+      case K::Interpreter:
         return handle(v);
     }
     PyErr_SetString(PyExc_SystemError, "unknown Value kind");

@@ -62,7 +62,8 @@ void GilRelease::release() noexcept {
 }
 
 void GilRelease::acquire() noexcept {
-  if (released_ == nullptr || python_unusable()) return;
+  if (released_ == nullptr) return;
+  if (python_unusable()) hang_thread();
   PyEval_RestoreThread(released_);
   released_ = nullptr;
 }

@@ -486,6 +486,28 @@ PyType_Spec send_spec = {"_subinterp.SendChannel", sizeof(ChannelObject), 0, kHa
 PyType_Spec recv_spec = {"_subinterp.RecvChannel", sizeof(ChannelObject), 0, kHandleFlags,
                          recv_slots};
 
+// --- InterpreterBase: the base class of subinterp.Interpreter ------------
+//
+// Empty; its dealloc function marks instances (of subclasses) as interpreter
+// handles for capture_handle, as queue_dealloc marks queues.
+
+void interpreter_base_dealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyType_Slot interpreter_base_slots[] = {
+    {Py_tp_dealloc, reinterpret_cast<void*>(interpreter_base_dealloc)},
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_doc, const_cast<char*>("Base of subinterp.Interpreter.")},
+    {0, nullptr},
+};
+
+PyType_Spec interpreter_base_spec = {
+    "_subinterp.InterpreterBase", sizeof(PyObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, interpreter_base_slots};
+
 // --- values: how handles cross interpreters -----------------------------
 
 bool capture_handle(PyObject* obj, si::Value& out) {
@@ -496,6 +518,17 @@ bool capture_handle(PyObject* obj, si::Value& out) {
     }
     if (t->tp_dealloc == channel_dealloc) {
       out = si::Value::from_channel(channel_of(obj), as_channel(obj)->end);
+      return true;
+    }
+    if (t->tp_dealloc == interpreter_base_dealloc) {
+      py::ref id = py::ref::steal(PyObject_GetAttrString(obj, "_id"));
+      if (!id || !PyLong_Check(id.get())) {
+        PyErr_Clear();
+        return false;  // not set up as an Interpreter: pickled as any object
+      }
+      long long n = PyLong_AsLongLong(id.get());
+      if (n == -1 && PyErr_Occurred()) py::throw_python_error();
+      out = si::Value::interpreter_handle(n);
       return true;
     }
   }
@@ -518,6 +551,17 @@ py::ref import_module() {
 PyObject* rebuild_handle(const si::Value& v) {
   try {
     py::ref module = import_module();
+    if (v.kind() == si::Value::Kind::Interpreter) {
+      PyObject* cls = state_of(module.get())->interpreter_class;
+      if (cls == nullptr) {
+        PyErr_SetString(PyExc_TypeError,
+                        "interpreter handles become objects through the subinterp package, "
+                        "which cannot be imported here");
+        return nullptr;
+      }
+      py::ref id = py::check(PyLong_FromLongLong(v.interpreter_id()));
+      return PyObject_CallOneArg(cls, id.get());
+    }
     if (v.kind() == si::Value::Kind::Queue) {
       return queue_object(module.get(), v.as_queue()).release();
     }
@@ -609,7 +653,8 @@ int handles_exec(PyObject* module) {
     PyType_Spec* spec;
     PyObject* ModuleState::*field;
     const char* name;
-  } types[] = {{&queue_spec, &ModuleState::queue_type, "Queue"},
+  } types[] = {{&interpreter_base_spec, &ModuleState::interpreter_base, "InterpreterBase"},
+               {&queue_spec, &ModuleState::queue_type, "Queue"},
                {&send_spec, &ModuleState::send_type, "SendChannel"},
                {&recv_spec, &ModuleState::recv_type, "RecvChannel"}};
   for (auto& t : types) {

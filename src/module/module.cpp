@@ -392,6 +392,8 @@ constexpr Slot kSlots[] = {
     {"UNBOUND_ERROR", &ModuleState::unbound_error, Slot::Object, nullptr},
     {"UNBOUND_REMOVE", &ModuleState::unbound_remove, Slot::Object, nullptr},
     {"Queue", &ModuleState::queue_class, Slot::HandleClass, &ModuleState::queue_type},
+    {"Interpreter", &ModuleState::interpreter_class, Slot::HandleClass,
+     &ModuleState::interpreter_base},
     {"SendChannel", &ModuleState::send_class, Slot::HandleClass, &ModuleState::send_type},
     {"RecvChannel", &ModuleState::recv_class, Slot::HandleClass, &ModuleState::recv_type},
     {"CancelledError", &ModuleState::cancelled_error, Slot::Exception, nullptr},
@@ -511,7 +513,8 @@ constexpr PyObject* ModuleState::*kObjectFields[] = {
     &ModuleState::queue_type,        &ModuleState::send_type,
     &ModuleState::recv_type,         &ModuleState::cancelled_error,
     &ModuleState::broken_pool,       &ModuleState::pool_type,
-    &ModuleState::task_type,
+    &ModuleState::task_type,         &ModuleState::interpreter_class,
+    &ModuleState::interpreter_base,
 };
 
 int module_traverse(PyObject* module, visitproc visit, void* arg) {

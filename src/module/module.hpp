@@ -35,12 +35,14 @@ struct ModuleState {
   PyObject* unbound_error;   // markers accepted as `unbounditems`
   PyObject* unbound_remove;
   PyObject* queue_class;  // subclasses of the types below, made by get()
+  PyObject* interpreter_class;  // subinterp.Interpreter (a subclass of interpreter_base)
   PyObject* send_class;
   PyObject* recv_class;
   PyObject* cancelled_error;  // concurrent.futures.CancelledError
   PyObject* broken_pool;      // BrokenInterpreterPool
   // Made by the module.
   PyObject* queue_type;
+  PyObject* interpreter_base;  // base of subinterp.Interpreter: marks its objects as handles
   PyObject* send_type;
   PyObject* recv_type;
   PyObject* pool_type;

@@ -323,6 +323,61 @@ class ExecutorInSubInterpreterTests(ScriptTestBase):
         self.assertEqual(out.strip(), '1')
 
 
+class HandleInTransitTests(TestBase):
+    """An Interpreter passed as a value keeps its interpreter open until it
+    arrives, as queue handles do."""
+
+    def test_interpreter_made_in_a_sub_and_returned(self):
+        maker = subinterp.create()
+        made = maker.call(targets_make_interpreter)
+        self.assertIsInstance(made, subinterp.Interpreter)
+        self.assertEqual(made.call(sum, [1, 2]), 3)
+        ident = made.id
+        del made
+        import gc
+        gc.collect()
+        self.assertNotIn(ident, [i.id for i in subinterp.list_all()])
+
+    def test_through_a_queue_and_inside_pickled_objects(self):
+        maker = subinterp.create()
+        queue = subinterp.create_queue()
+        maker.call(targets_put_interpreter, queue)
+        arrived = queue.get(timeout=30)
+        self.assertEqual(arrived.call(pow, 2, 3), 8)
+        box = maker.call(targets_boxed_interpreter)
+        self.assertEqual(box.interp.call(len, 'abc'), 3)
+        # Several handles of one interpreter, nested in containers.
+        pair = maker.call(targets_pair)
+        self.assertIs(pair[0], pair[1]['same'])
+        self.assertEqual(pair[0].call(abs, -4), 4)
+
+
+def targets_make_interpreter():
+    import subinterp
+    return subinterp.create()
+
+
+def targets_put_interpreter(queue):
+    import subinterp
+    queue.put(subinterp.create())
+
+
+class Box:
+    def __init__(self, interp):
+        self.interp = interp
+
+
+def targets_boxed_interpreter():
+    import subinterp
+    return Box(subinterp.create())
+
+
+def targets_pair():
+    import subinterp
+    interp = subinterp.create()
+    return (interp, {'same': interp})
+
+
 class CtrlCTests(ScriptTestBase):
     """Ctrl-C reaches the main thread promptly while it waits on a sub."""
 
