@@ -70,6 +70,10 @@ class Interpreter {
   // Calls callable(*args, **kwargs) and returns the result. Throws as exec(),
   // and NotShareable (path "result") when the result cannot travel.
   Value call(const Value& callable, const Value& args, const Value& kwargs);
+  // The same, taking the Values over: they are freed as soon as they are
+  // objects in the interpreter, before the call runs (a large argument is
+  // then not held twice while it runs).
+  Value call(Value&& callable, Value&& args, Value&& kwargs);
   // Binds name -> value items of a dict Value in __main__.
   void set_main_attrs(const Value& ns);
   // Runs `fn` on the calling thread with this interpreter's thread state

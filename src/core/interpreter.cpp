@@ -365,6 +365,20 @@ Value call_attached(const Value& callable, const Value& args, const Value& kwarg
   return capture_result(out.get());
 }
 
+Value call_attached_consuming(Value& callable, Value& args, Value& kwargs) {
+  py::ref func = callable.rebuild();
+  py::ref positional = args.rebuild();
+  py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
+  // The arguments exist as objects here now: their interpreter-neutral copy
+  // goes before the call runs, so that a large argument is not held three
+  // times (the caller's, this copy and the call's) while the call runs and
+  // its result is captured.
+  callable = args = kwargs = Value();
+  py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
+  positional = keywords = func = py::ref();
+  return capture_result(out.get());
+}
+
 Value call_each_attached(const Value& callable, const Value& items, bool unpack) {
   if (items.kind() != Value::Kind::List && items.kind() != Value::Kind::Tuple) {
     throw InterpreterError("a batch takes a list");
@@ -535,6 +549,12 @@ void Interpreter::exec(const Value& code) {
     PyObject* ns = main_namespace();
     py::check(PyEval_EvalCode(compiled.get(), ns, ns));
   });
+}
+
+Value Interpreter::call(Value&& callable, Value&& args, Value&& kwargs) {
+  Value result;
+  run_in(state_, [&] { result = detail::call_attached_consuming(callable, args, kwargs); });
+  return result;
 }
 
 Value Interpreter::call(const Value& callable, const Value& args, const Value& kwargs) {

@@ -260,7 +260,7 @@ void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskSt
     Attachment attached(interp, /*run=*/true);
     try {
       result = task.mode_ == TaskState::Mode::Call
-                   ? call_attached(task.callable_, task.args_, task.kwargs_)
+                   ? call_attached_consuming(task.callable_, task.args_, task.kwargs_)
                    : call_each_attached(task.callable_, task.args_,
                                         task.mode_ == TaskState::Mode::Batch);
     } catch (py::PythonError& e) {

@@ -161,6 +161,9 @@ void close_pool_interpreter(const std::shared_ptr<InterpreterState>& state);
 // NotShareable (path "result").
 void exec_attached(const std::string& source);
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs);
+// The same, emptying the three Values once they are rebuilt (their memory
+// is not needed while the call runs).
+Value call_attached_consuming(Value& callable, Value& args, Value& kwargs);
 Value call_each_attached(const Value& callable, const Value& items, bool unpack);
 // Stops every live pool (for shutdown()): no new tasks, queued ones
 // cancelled, running ones interrupted, workers joined if they end by the

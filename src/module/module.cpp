@@ -302,8 +302,9 @@ PyObject* m_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     si::Value keywords = call_kwargs != Py_None && PyDict_GET_SIZE(call_kwargs) > 0
                              ? capture_at(call_kwargs, "kwargs")
                              : si::Value();
-    si::Value result = interp.call(fn, positional, keywords);
-    return result.rebuild().release();
+    si::Value result = interp.call(std::move(fn), std::move(positional), std::move(keywords));
+    py::ref out = result.rebuild();
+    return out.release();
   });
 }
 

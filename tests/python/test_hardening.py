@@ -378,6 +378,38 @@ def targets_pair():
     return (interp, {'same': interp})
 
 
+class LargeValueMemoryTests(ScriptTestBase):
+    """A large bytes argument is not held three times over while a call
+    runs: the caller's object, the callee's, and at most one copy more."""
+
+    def test_peak_memory_of_a_round_trip(self):
+        out = self.assert_script_ok('''
+            import resource, subinterp, subinterp.futures
+            MIB = 1 << 20
+            N = 96
+            def peak():
+                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            i = subinterp.create()
+            i.call(len, b'x')
+            with subinterp.futures.InterpreterPoolExecutor(1) as ex:
+                ex.submit(len, b'x').result()
+                data = bytes(N * MIB)
+                base = peak()
+                back = i.call(lambda x: x, data)
+                assert back == data
+                del back
+                call_extra = (peak() - base) / (N * MIB)
+                back = ex.submit(lambda x: x, data).result()
+                assert back == data
+                pool_extra = (peak() - base) / (N * MIB)
+            print(f'{call_extra:.2f} {pool_extra:.2f}')
+            ''')
+        call_extra, pool_extra = map(float, out.split())
+        # Above the caller's own copy: the callee's object and the result.
+        self.assertLessEqual(call_extra, 2.2)
+        self.assertLessEqual(pool_extra, 2.2)
+
+
 class CtrlCTests(ScriptTestBase):
     """Ctrl-C reaches the main thread promptly while it waits on a sub."""
 
