@@ -116,6 +116,10 @@ class Interpreter {
 // must be attached).
 std::int64_t current_interpreter_id();
 Whence whence_of(std::int64_t id);
+// Whether the interpreter with this id runs code: through this runtime or,
+// for any interpreter, through CPython's own modules (_interpreters). The
+// main interpreter always does. Throws InterpreterNotFound.
+bool is_running(std::int64_t id);
 // (id, whence) of every interpreter in the process.
 std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
 

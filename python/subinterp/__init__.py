@@ -404,7 +404,9 @@ class Interpreter(_subinterp.InterpreterBase):
 
         An interpreter made by :func:`create` runs while :meth:`exec` or
         :meth:`call` runs in it, from any thread. The main interpreter always
-        runs (its ``__main__``), as in Python 3.14. Raises
+        runs (its ``__main__``), as in Python 3.14. Any interpreter also
+        runs while code runs in it through CPython's own private module
+        (``_interpreters`` on 3.13, ``_xxsubinterpreters`` on 3.12). Raises
         :exc:`InterpreterNotFoundError` if the interpreter no longer exists.
         """
         if self._whence == _subinterp.WHENCE_RUNTIME:

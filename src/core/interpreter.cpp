@@ -517,10 +517,16 @@ std::int64_t Interpreter::id() const noexcept { return state_->id_; }
 Whence Interpreter::whence() const noexcept { return state_->whence_; }
 bool Interpreter::is_main() const noexcept { return state_->home_ == nullptr; }
 
-bool Interpreter::is_running() const noexcept {
-  std::lock_guard lock(state_->mu_);
-  return state_->running_;
+namespace {
+bool state_running(InterpreterState& s) noexcept {
+  std::lock_guard lock(s.mu_);
+  if (s.running_) return true;
+  // Code run through CPython's own module (_interpreters.exec and the like).
+  return !s.closed_ && s.home_ != nullptr && _PyInterpreterState_IsRunningMain(s.interp_) != 0;
 }
+}  // namespace
+
+bool Interpreter::is_running() const noexcept { return state_running(*state_); }
 
 bool Interpreter::is_closed() const noexcept {
   std::lock_guard lock(state_->mu_);
@@ -639,6 +645,23 @@ Whence whence_of(std::int64_t id) {
   if (detail::find_owned(id)) return Whence::Subinterp;
   if (detail::main_state()->id_ == id) return Whence::Runtime;
   return Whence::CApi;
+}
+
+bool is_running(std::int64_t id) {
+  if (auto state = detail::find_owned(id)) return state_running(*state);
+  if (detail::main_state()->id_ == id) return true;
+  // One made by someone else: CPython's own mark, where it runs code through
+  // CPython's modules.
+  std::unique_lock listing(detail::lifecycle_mutex(), std::defer_lock);
+  {
+    DetachGuard detached;
+    listing.lock();
+  }
+  for (PyInterpreterState* i = PyInterpreterState_Head(); i != nullptr;
+       i = PyInterpreterState_Next(i)) {
+    if (PyInterpreterState_GetID(i) == id) return _PyInterpreterState_IsRunningMain(i) != 0;
+  }
+  throw InterpreterNotFound(name_of(id) + " does not exist");
 }
 
 std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {

@@ -263,6 +263,7 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
   }
   if (current) {
     tstate_ = prev_;
+    mark_running_main();
     return;
   }
   if (tstate_ == nullptr) {
@@ -290,11 +291,32 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
   if (prev_ != nullptr) PyEval_SaveThread();
   PyEval_RestoreThread(tstate_);
   swapped_ = true;
+  mark_running_main();
+}
+
+void Attachment::mark_running_main() {
+  if (!run_) return;
+  // CPython's own interpreter modules (_interpreters, _xxsubinterpreters)
+  // see a run of ours as running: they refuse to destroy the interpreter or
+  // to run code in it meanwhile, and is_running() says so there too.
+  if (_PyInterpreterState_SetRunningMain(state_->interp_) == 0) {
+    marked_ = true;
+    return;
+  }
+  PyErr_Clear();  // running already, through CPython's own module
+  leave();
+  throw InterpreterError("interpreter " + std::to_string(state_->id_) +
+                         " is already running (through CPython's _interpreters module)");
 }
 
 Attachment::~Attachment() {
-  InterpreterState& s = *state_;
   if (python_unusable()) hang_thread();  // CPython finalizes: see hang_thread
+  if (leave()) close_released(state_);
+}
+
+bool Attachment::leave() noexcept {
+  InterpreterState& s = *state_;
+  if (marked_) _PyInterpreterState_SetNotRunningMain(s.interp_);
   if (swapped_) {
     if (temporary_) {
       PyThreadState_Clear(tstate_);
@@ -312,7 +334,7 @@ Attachment::~Attachment() {
     if (s.attached_ == 0 || run_) s.idle_.notify_all();
     close_now = run_ && s.close_when_released_ && s.refs_ == 0 && s.holds_ == 0 && !s.closed_;
   }
-  if (close_now) close_released(state_);
+  return close_now;
 }
 
 void pin_thread_state(const std::shared_ptr<InterpreterState>& state) {

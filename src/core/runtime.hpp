@@ -19,6 +19,15 @@
 
 #include "subinterp/interpreter.hpp"
 
+// Exported by CPython 3.12 and 3.13 for their own _interpreters /
+// _xxsubinterpreters modules (declared in internal headers only): the mark
+// by which those modules know that an interpreter runs code.
+extern "C" {
+PyAPI_FUNC(int) _PyInterpreterState_SetRunningMain(PyInterpreterState*);
+PyAPI_FUNC(void) _PyInterpreterState_SetNotRunningMain(PyInterpreterState*);
+PyAPI_FUNC(int) _PyInterpreterState_IsRunningMain(PyInterpreterState*);
+}
+
 namespace subinterp::detail {
 
 struct EndJob;
@@ -120,12 +129,19 @@ class Attachment {
   Attachment& operator=(const Attachment&) = delete;
 
  private:
+  // Sets CPython's "running main" mark of the interpreter for a run.
+  void mark_running_main();
+  // Detaches and updates the counters; true when the interpreter is to be
+  // closed now (its last reference went during the run).
+  bool leave() noexcept;
+
   std::shared_ptr<InterpreterState> state_;
   bool run_;
   PyThreadState* tstate_ = nullptr;
   PyThreadState* prev_ = nullptr;
   bool swapped_ = false;    // a different thread state was attached before
   bool temporary_ = false;  // made for this attachment alone; deleted after
+  bool marked_ = false;     // CPython's running-main mark set by this run
 };
 
 // Runs `job` on the runtime thread and waits for it (with any thread state

@@ -222,17 +222,7 @@ PyObject* m_whence(PyObject* module, PyObject* id) {
 }
 
 PyObject* m_is_running(PyObject* module, PyObject* id) {
-  return entry(module, [&] {
-    std::int64_t n = id_arg(id);
-    try {
-      return PyBool_FromLong(si::Interpreter::get(n).is_running());
-    } catch (si::InterpreterNotFound&) {
-      throw;
-    } catch (si::InterpreterError&) {
-      // Made by someone else: it runs nothing of ours.
-      Py_RETURN_FALSE;
-    }
-  });
+  return entry(module, [&] { return PyBool_FromLong(si::is_running(id_arg(id))); });
 }
 
 // Code to run: source text, a code object, or a function without
