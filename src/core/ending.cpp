@@ -187,6 +187,7 @@ bool end_now(InterpreterState& s, const ThreadStates& others, std::string& error
     PyThreadState_Clear(tstate);
     PyThreadState_Delete(tstate);
   }
+  _PyInterpreterState_SetNotRunningMain(s.interp_);  // set at creation, with home_
   PyThreadState_Clear(s.home_);
   PyThreadState_Delete(s.home_);
   {
@@ -263,6 +264,7 @@ bool end_stuck(InterpreterState& s) {
   if (count_strangers(s.interp_, fresh, s.home_, {}) > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  _PyInterpreterState_SetNotRunningMain(s.interp_);
   for (PyThreadState* t = PyInterpreterState_ThreadHead(s.interp_); t != nullptr;) {
     PyThreadState* next = PyThreadState_Next(t);
     if (t != fresh) {

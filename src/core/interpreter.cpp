@@ -470,6 +470,13 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
       Py_EndInterpreter(tstate);
       throw;
     }
+    // CPython's own interpreter modules (_interpreters, _xxsubinterpreters)
+    // must not end or run code in an interpreter of ours, which would end
+    // it under our feet: its creating thread state stands as its running
+    // "main" thread for them from now to its end, and they refuse.
+    if (_PyInterpreterState_SetRunningMain(PyThreadState_GetInterpreter(tstate)) < 0) {
+      PyErr_Clear();
+    }
     // The new interpreter's thread state is attached (the anchor was
     // detached by CPython); detaching it leaves this thread with none.
 #if PY_VERSION_HEX < 0x030D0000
@@ -520,9 +527,7 @@ bool Interpreter::is_main() const noexcept { return state_->home_ == nullptr; }
 namespace {
 bool state_running(InterpreterState& s) noexcept {
   std::lock_guard lock(s.mu_);
-  if (s.running_) return true;
-  // Code run through CPython's own module (_interpreters.exec and the like).
-  return !s.closed_ && s.home_ != nullptr && _PyInterpreterState_IsRunningMain(s.interp_) != 0;
+  return s.running_;
 }
 }  // namespace
 

@@ -263,7 +263,6 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
   }
   if (current) {
     tstate_ = prev_;
-    mark_running_main();
     return;
   }
   if (tstate_ == nullptr) {
@@ -291,22 +290,6 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
   if (prev_ != nullptr) PyEval_SaveThread();
   PyEval_RestoreThread(tstate_);
   swapped_ = true;
-  mark_running_main();
-}
-
-void Attachment::mark_running_main() {
-  if (!run_) return;
-  // CPython's own interpreter modules (_interpreters, _xxsubinterpreters)
-  // see a run of ours as running: they refuse to destroy the interpreter or
-  // to run code in it meanwhile, and is_running() says so there too.
-  if (_PyInterpreterState_SetRunningMain(state_->interp_) == 0) {
-    marked_ = true;
-    return;
-  }
-  PyErr_Clear();  // running already, through CPython's own module
-  leave();
-  throw InterpreterError("interpreter " + std::to_string(state_->id_) +
-                         " is already running (through CPython's _interpreters module)");
 }
 
 Attachment::~Attachment() {
@@ -316,7 +299,6 @@ Attachment::~Attachment() {
 
 bool Attachment::leave() noexcept {
   InterpreterState& s = *state_;
-  if (marked_) _PyInterpreterState_SetNotRunningMain(s.interp_);
   if (swapped_) {
     if (temporary_) {
       PyThreadState_Clear(tstate_);

@@ -129,8 +129,6 @@ class Attachment {
   Attachment& operator=(const Attachment&) = delete;
 
  private:
-  // Sets CPython's "running main" mark of the interpreter for a run.
-  void mark_running_main();
   // Detaches and updates the counters; true when the interpreter is to be
   // closed now (its last reference went during the run).
   bool leave() noexcept;
@@ -141,7 +139,6 @@ class Attachment {
   PyThreadState* prev_ = nullptr;
   bool swapped_ = false;    // a different thread state was attached before
   bool temporary_ = false;  // made for this attachment alone; deleted after
-  bool marked_ = false;     // CPython's running-main mark set by this run
 };
 
 // Runs `job` on the runtime thread and waits for it (with any thread state
