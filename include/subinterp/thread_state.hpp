@@ -23,8 +23,8 @@ inline PyThreadState* current_thread_state() noexcept {
 // interpreter's GIL while the target runs. Not copyable; strictly nested.
 class ThreadStateGuard {
  public:
-  explicit ThreadStateGuard(PyThreadState* target) noexcept : target_(target) {
-    prev_ = current_thread_state();
+  explicit ThreadStateGuard(PyThreadState* target) noexcept
+      : target_(target), prev_(current_thread_state()) {
     if (prev_ == target_) return;
     if (prev_ != nullptr) PyEval_SaveThread();
     PyEval_RestoreThread(target_);
@@ -39,8 +39,8 @@ class ThreadStateGuard {
   ThreadStateGuard& operator=(const ThreadStateGuard&) = delete;
 
  private:
-  PyThreadState* target_;
-  PyThreadState* prev_;
+  PyThreadState* target_ = nullptr;
+  PyThreadState* prev_ = nullptr;
 };
 
 // Detaches whatever thread state is attached for the guard's lifetime (to

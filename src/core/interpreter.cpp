@@ -151,6 +151,7 @@ void prepare_main_on_runtime_thread() {
   }
 }
 
+#if PY_VERSION_HEX < 0x030D0000
 // CPython 3.12's _zoneinfo loads in an isolated interpreter, then fails in
 // its init (AttributeError: it needs the C API of _datetime, which is
 // refused there), and zoneinfo falls back to its pure-Python version only on
@@ -161,6 +162,7 @@ void hide_zoneinfo_for_312() {
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   if (PyDict_SetItemString(modules, "_zoneinfo", Py_None) < 0) PyErr_Clear();  // best effort
 }
+#endif
 
 void preload_on_caller() {
   if (g_imported.load()) return;

@@ -12,6 +12,7 @@
 
 #include <Python.h>
 
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <stdexcept>
@@ -78,7 +79,7 @@ class MainThreadState {
   MainThreadState() {
     owned_ = std::this_thread::get_id() != PythonEnv::main_thread;
     tstate_ = owned_ ? PyThreadState_New(PyInterpreterState_Main()) : PythonEnv::main_tstate;
-    guard_.emplace(tstate_);
+    guard_ = std::make_unique<subinterp::ThreadStateGuard>(tstate_);
   }
   ~MainThreadState() {
     guard_.reset();
@@ -94,7 +95,7 @@ class MainThreadState {
  private:
   bool owned_ = false;
   PyThreadState* tstate_ = nullptr;
-  std::optional<subinterp::ThreadStateGuard> guard_;
+  std::unique_ptr<subinterp::ThreadStateGuard> guard_;
 };
 
 // Throws with the pending Python error printed to stderr, so a failing
