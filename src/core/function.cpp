@@ -89,10 +89,8 @@ class FunctionCapture {
   // any other value (by pickle, which names them by reference).
   FunctionCapture(ValueCapture& values, PyObject* globals, FunctionData& out, bool classes = true)
       : values_(values), globals_(globals), out_(out), classes_(classes) {
-    PyObject* name = PyDict_GetItemString(globals, "__name__");  // borrowed
-    out_.ns_origin = std::to_string(PyInterpreterState_GetID(PyInterpreterState_Get())) + ":" +
-                     std::to_string(reinterpret_cast<std::uintptr_t>(globals)) + ":" +
-                     (name != nullptr && PyUnicode_Check(name) ? utf8(name) : std::string());
+    out_.ns_interp = PyInterpreterState_GetID(PyInterpreterState_Get());
+    out_.ns_globals = reinterpret_cast<std::uintptr_t>(globals);
   }
 
   void run(PyObject* func) {
@@ -846,24 +844,23 @@ std::shared_ptr<const FunctionData> capture_builtin(PyObject* func) {
 // sent into it. Made on first use with __builtins__ and __name__.
 std::pair<py::ref, py::ref> namespace_for(const FunctionData& data) {
   InterpCache& c = cache();
-  py::ref key = make_str(data.ns_origin);
-  if (!data.ns_origin.empty()) {
-    PyObject* entry = PyDict_GetItemWithError(c.namespaces, key.get());  // borrowed
-    if (entry != nullptr) {
-      return {py::ref::borrow(PyTuple_GET_ITEM(entry, 0)),
-              py::ref::borrow(PyTuple_GET_ITEM(entry, 1))};
+  NamespaceKey key{data.ns_interp, data.ns_globals, data.module};
+  if (data.ns_interp >= 0) {
+    auto found = c.namespaces.find(key);
+    if (found != c.namespaces.end()) {
+      return {py::ref::borrow(PyTuple_GET_ITEM(found->second, 0)),
+              py::ref::borrow(PyTuple_GET_ITEM(found->second, 1))};
     }
-    if (PyErr_Occurred()) py::throw_python_error();
   }
   py::ref globals = py::check(PyDict_New());
   py::check(PyDict_SetItem(globals.get(), c.str_builtins, c.builtins));
   py::ref name = make_str(data.module.empty() ? "__main__" : data.module);
   py::check(PyDict_SetItem(globals.get(), c.str_name, name.get()));
   py::ref sent = py::check(PyDict_New());
-  if (!data.ns_origin.empty()) {
-    if (PyDict_GET_SIZE(c.namespaces) >= kMaxCachedCode) PyDict_Clear(c.namespaces);
+  if (data.ns_interp >= 0) {
+    if (c.namespaces.size() >= static_cast<std::size_t>(kMaxCachedCode)) clear_namespaces(c);
     py::ref entry = py::check(PyTuple_Pack(2, globals.get(), sent.get()));
-    py::check(PyDict_SetItem(c.namespaces, key.get(), entry.get()));
+    c.namespaces.emplace(std::move(key), entry.release());
   }
   return {std::move(globals), std::move(sent)};
 }

@@ -94,10 +94,12 @@ struct FunctionData {
   // not rebound since it was last sent is not sent again into the target's
   // namespace, so what the target's code did to it stays.
   std::vector<std::uintptr_t> global_ids;
-  // Names the source module (interpreter, namespace, __name__): functions
-  // of one module share one namespace in each target interpreter, which
-  // lives as long as that interpreter, as a module's globals do.
-  std::string ns_origin;
+  // Name the source module (its interpreter and globals dict, with
+  // `module`): functions of one module share one namespace in each target
+  // interpreter, which lives as long as that interpreter, as a module's
+  // globals do. ns_interp < 0: a namespace of its own.
+  std::int64_t ns_interp = -1;
+  std::uintptr_t ns_globals = 0;
   std::vector<std::pair<std::string, std::size_t>> global_defs;
   // Classes of `__main__` the functions use, by value (bases first).
   std::vector<ClassDef> classes;

@@ -28,7 +28,7 @@ void release_cache(PyObject* capsule) {
   Py_CLEAR(c->code_out);
   Py_CLEAR(c->code_in);
   Py_CLEAR(c->classes_in);
-  Py_CLEAR(c->namespaces);
+  clear_namespaces(*c);
   Py_CLEAR(c->shared_buffer_type);
   Py_CLEAR(c->str_builtins);
   Py_CLEAR(c->str_name);
@@ -39,6 +39,12 @@ void release_cache(PyObject* capsule) {
 }
 
 }  // namespace
+
+void clear_namespaces(InterpCache& c) {
+  auto dropped = std::move(c.namespaces);
+  c.namespaces.clear();
+  for (auto& [key, entry] : dropped) Py_DECREF(entry);
+}
 
 InterpCache& find_cache(PyInterpreterState* interp);
 
@@ -93,7 +99,7 @@ InterpCache& find_cache(PyInterpreterState* interp) {
   c->code_out = py::check(PyDict_New()).release();
   c->code_in = py::check(PyDict_New()).release();
   c->classes_in = py::check(PyDict_New()).release();
-  c->namespaces = py::check(PyDict_New()).release();
+
   return *c;
 }
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "subinterp/ref.hpp"
@@ -18,6 +19,19 @@ namespace subinterp::detail {
 // Objects one interpreter keeps for the core, stored in that interpreter's
 // state dict (PyInterpreterState_GetDict) and released when it ends. Never
 // static: each interpreter has its own (DESIGN.md, invariant 3).
+// A source module of functions sent by value (see FunctionData).
+struct NamespaceKey {
+  std::int64_t interp;
+  std::uintptr_t globals;
+  std::string module;
+  bool operator==(const NamespaceKey&) const = default;
+};
+struct NamespaceKeyHash {
+  std::size_t operator()(const NamespaceKey& k) const noexcept {
+    return std::hash<std::uintptr_t>()(k.globals) ^ (static_cast<std::size_t>(k.interp) << 1);
+  }
+};
+
 struct InterpCache {
   PyObject* pickle_dumps = nullptr;
   PyObject* pickle_loads = nullptr;
@@ -28,13 +42,16 @@ struct InterpCache {
   PyObject* code_out = nullptr;  // {code: (marshalled bytes, names tuple)}
   PyObject* code_in = nullptr;   // {marshalled bytes: code}
   PyObject* classes_in = nullptr;  // {origin: class} of classes rebuilt by value
-  // {namespace origin: (globals dict, {name: sender's object id})}: one
-  // namespace per source module for the functions rebuilt by value here.
-  PyObject* namespaces = nullptr;
+  // One namespace per source module for the functions rebuilt by value
+  // here: (globals dict, {name: sender's object id}) tuples, owned.
+  std::unordered_map<NamespaceKey, PyObject*, NamespaceKeyHash> namespaces;
   PyObject* shared_buffer_type = nullptr;
   PyObject* str_builtins = nullptr;  // "__builtins__", interned
   PyObject* str_name = nullptr;      // "__name__", interned
 };
+
+// Drops the namespaces of InterpCache (with the attached interpreter's GIL).
+void clear_namespaces(InterpCache& c);
 
 // Applies the unbound policies of queue items put by interpreter `id`,
 // which has just been closed.

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "internal.hpp"
+#include "wait.hpp"
 #include "subinterp/error.hpp"
 
 namespace subinterp::detail {
@@ -145,11 +146,31 @@ bool ensure_handler() {
   return sigaction(SIGINT, &mine, nullptr) == 0;
 }
 
+// Whether on_sigint is in place, as last checked (a system call, so not on
+// every run: at most every kRecheck). A handler change that Python makes
+// (signal.signal, asyncio) is seen by the first run after it that starts
+// kRecheck or more after the previous check.
+constexpr std::chrono::milliseconds kRecheck{20};
+std::atomic<bool> g_handler_in_place{false};
+std::atomic<Clock::rep> g_checked_at{0};
+
+bool handler_in_place() {
+  Clock::rep now = Clock::now().time_since_epoch().count();
+  Clock::rep last = g_checked_at.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < std::chrono::duration_cast<Clock::duration>(kRecheck).count()) {
+    return g_handler_in_place.load(std::memory_order_relaxed);
+  }
+  bool in_place = ensure_handler();
+  g_handler_in_place.store(in_place, std::memory_order_relaxed);
+  g_checked_at.store(now, std::memory_order_relaxed);
+  return in_place;
+}
+
 }  // namespace
 
 MainRunWatch::MainRunWatch(const std::shared_ptr<InterpreterState>& state) {
   if (!on_main_thread() || g_exit_started.load(std::memory_order_relaxed)) return;
-  if (!ensure_handler()) return;
+  if (!handler_in_place()) return;
   Watch& w = watch();
   std::lock_guard lock(w.mu);
   outer_ = std::move(w.target);

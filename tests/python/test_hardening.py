@@ -498,6 +498,26 @@ class CtrlCTests(ScriptTestBase):
         self.assertEqual(out.split('\n')[:3],
                          ['call interrupted True', 'exec interrupted True', '3'])
 
+    def test_after_python_reinstalls_its_handler(self):
+        # asyncio.run() installs its own SIGINT handler and puts Python's
+        # default one back at its end (CPython's C handler with it).
+        out = self.run_interrupted('''
+            import asyncio
+            i = subinterp.create()
+            i.call(sum, [])
+            async def nothing():
+                return None
+            asyncio.run(nothing())
+            time.sleep(0.05)
+            ctrl_c(0.3)
+            start = time.monotonic()
+            try:
+                i.call(spin)
+            except KeyboardInterrupt:
+                print('interrupted', time.monotonic() - start < 5)
+            ''')
+        self.assertEqual(out.strip(), 'interrupted True')
+
     def test_program_handler_runs_instead(self):
         # A SIGINT handler of the program's own is not overridden: the call
         # goes on, and the handler runs when it returns.
