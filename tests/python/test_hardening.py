@@ -7,8 +7,6 @@ Anything that could crash or hang runs in a fresh python (helpers.run_script),
 so that a regression fails one test instead of the whole run."""
 
 import os
-import signal
-import sys
 import threading
 import time
 import unittest
@@ -16,7 +14,16 @@ import unittest
 import subinterp
 from helpers import ScriptTestBase, TestBase, describe, run_script
 
-PY312 = sys.version_info[:2] == (3, 12)
+# A loop that ignores the SystemExit (and everything else) raised in it.
+STUBBORN = '''
+def stubborn():
+    while True:
+        try:
+            while True:
+                pass
+        except BaseException:
+            pass
+'''
 
 
 def _outer():
@@ -103,7 +110,7 @@ class ExitTests(ScriptTestBase):
 
     def assert_exits_cleanly(self, body, *, returncode=0, marker='exiting'):
         start = time.monotonic()
-        proc = run_script(body)
+        proc = run_script(body, files={'stubborn.py': STUBBORN})
         took = time.monotonic() - start
         self.assertEqual(proc.returncode, returncode, describe(proc))
         self.assertNotIn('Fatal Python error', proc.stderr, describe(proc))
@@ -141,13 +148,7 @@ class ExitTests(ScriptTestBase):
         # ignores the SystemExit that exit raises in it.
         self.assert_exits_cleanly('''
             import subinterp, threading, time
-            def stubborn():
-                while True:
-                    try:
-                        while True:
-                            pass
-                    except BaseException:
-                        pass
+            from stubborn import stubborn
             i = subinterp.create()
             threading.Thread(target=i.call, args=(stubborn,),
                              daemon=True).start()
@@ -160,13 +161,7 @@ class ExitTests(ScriptTestBase):
         # Ctrl-C; the task then ignores SystemExit too.
         self.assert_exits_cleanly('''
             import os, signal, subinterp.futures, threading, time
-            def stubborn():
-                while True:
-                    try:
-                        while True:
-                            pass
-                    except BaseException:
-                        pass
+            from stubborn import stubborn
             ex = subinterp.futures.InterpreterPoolExecutor(1)
             ex.submit(stubborn)
             time.sleep(0.5)
