@@ -177,7 +177,7 @@ bool end_now(InterpreterState& s, const ThreadStates& others, std::string& error
     PyThreadState_Clear(fresh);
     PyThreadState_DeleteCurrent();
     error = "interpreter " + std::to_string(s.id_) + " still has " + std::to_string(n) +
-            " thread(s) running that cannot be joined (started with _thread?): it stays open";
+            " thread(s) running that close() does not wait for (daemon threads, or threads started with _thread): it stays open";
     return false;
   }
   // These belong to threads that attached another thread state after them

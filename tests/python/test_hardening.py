@@ -293,6 +293,27 @@ class CloseWaitsAloneTests(TestBase):
         self.assertNotIn(interp.id, [i.id for i in subinterp.list_all()])
 
 
+class DaemonThreadsOfLegacyInterpreterTests(ScriptTestBase):
+
+    def test_close_refuses_and_exit_is_clean(self):
+        # Only the legacy configuration allows daemon threads; close() does
+        # not wait for them (CPython 3.13.0's own module aborts here).
+        out = self.assert_script_ok('''
+            import subinterp
+            i = subinterp.create(isolated=False)
+            i.exec("import threading, time\\n"
+                   "for _ in range(3):\\n"
+                   "    threading.Thread(target=time.sleep, args=(3,),"
+                   " daemon=True).start()")
+            try:
+                i.close()
+            except subinterp.InterpreterError as exc:
+                print('refused', 'daemon' in str(exc))
+            print(i.call(sum, [1, 2]))
+            ''')
+        self.assertEqual(out.split(), ['refused', 'True', '3'])
+
+
 class ExecutorInSubInterpreterTests(ScriptTestBase):
 
     def test_close_and_drop_an_interpreter_that_made_an_executor(self):
