@@ -435,7 +435,8 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
       // in the new one: CPython's walk every interpreter and crash
       // (frames.cpp).
       detail::protect_thread_listings_or_fail();
-    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+    } catch (...) {
+      SUBINTERP_RETHROW_FORCED_UNWIND;
       PyEval_SaveThread();
       throw;
     }
@@ -452,7 +453,8 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     }
     try {
       detail::protect_thread_listings_or_fail();
-    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+    } catch (...) {
+      SUBINTERP_RETHROW_FORCED_UNWIND;
       Py_EndInterpreter(tstate);
       throw;
     }
