@@ -628,7 +628,13 @@ void shutdown() {
     try {
       jobs.push_back(begin_close(state, deadline, false));
     } catch (InterpreterNotFound&) {
-      // closed meanwhile
+      // Closed meanwhile, by a close() on another thread or by the drop of
+      // its last reference (a daemon thread's, say): that end may still be
+      // running. It must be over before Python finalizes too, or its ender
+      // thread meets the finalization (CPython ends it when it next takes
+      // a GIL, and end_leftovers() finds the interpreter mid-end).
+      std::lock_guard lock(state->mu_);
+      if (state->ending_) jobs.push_back(state->ending_);
     } catch (std::exception&) {
       // still running at the deadline: ended below
     }
