@@ -6,21 +6,24 @@
 #pragma once
 
 #include <Python.h>
-#include <cxxabi.h>
 
+#include <exception>
 #include <stdexcept>
 #include <string>
 
 #include "subinterp/ref.hpp"
 #include "subinterp/snapshot.hpp"
 
-// Put before every `catch (...)` that may see a thread being ended by
-// CPython at exit (pthread_exit unwinds C++ frames with a special
-// exception that must not be swallowed).
-#define SUBINTERP_PASS_FORCED_UNWIND \
-  catch (abi::__forced_unwind&) {    \
-    throw;                           \
-  }
+// The first statement of every `catch (...)` that may see a thread being
+// ended by CPython at exit: pthread_exit unwinds the thread's C++ frames with
+// an exception (abi::__forced_unwind) that must not be swallowed, or glibc
+// aborts the process. It is told apart as an exception that is not a C++ one
+// (std::current_exception() is empty for those), not with
+// `catch (abi::__forced_unwind&)`: __cxa_begin_catch gives a null object for
+// it, and binding the reference to it is undefined behaviour that UBSan
+// reports (and, with halt_on_error, turns into a failed exit).
+#define SUBINTERP_RETHROW_FORCED_UNWIND \
+  if (!std::current_exception()) throw
 
 namespace subinterp {
 

@@ -52,6 +52,7 @@ PyObject* list_threads(const char* audit_event, Add add) {
   } catch (std::exception& e) {
     PyErr_SetString(PyExc_SystemError, e.what());
   } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     PyErr_SetString(PyExc_SystemError, "unknown C++ exception");
   }
   return nullptr;

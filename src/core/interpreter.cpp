@@ -451,7 +451,8 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
       // in the new one: CPython's walk every interpreter and crash
       // (frames.cpp).
       detail::protect_thread_listings_or_fail();
-    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+    } catch (...) {
+      SUBINTERP_RETHROW_FORCED_UNWIND;
       PyEval_SaveThread();
       throw;
     }
@@ -468,7 +469,8 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     }
     try {
       detail::protect_thread_listings_or_fail();
-    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+    } catch (...) {
+      SUBINTERP_RETHROW_FORCED_UNWIND;
       Py_EndInterpreter(tstate);
       throw;
     }
@@ -703,7 +705,13 @@ void shutdown() {
     try {
       jobs.push_back(begin_close(state, deadline, false));
     } catch (InterpreterNotFound&) {
-      // closed meanwhile
+      // Closed meanwhile, by a close() on another thread or by the drop of
+      // its last reference (a daemon thread's, say): that end may still be
+      // running. It must be over before Python finalizes too, or its ender
+      // thread meets the finalization (CPython ends it when it next takes
+      // a GIL, and end_leftovers() finds the interpreter mid-end).
+      std::lock_guard lock(state->mu_);
+      if (state->ending_) jobs.push_back(state->ending_);
     } catch (std::exception&) {
       // still running at the deadline: ended below
     }

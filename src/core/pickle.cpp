@@ -154,6 +154,7 @@ PyObject* persistent_id(PyObject*, PyObject* obj) {
   } catch (py::PythonError& e) {
     e.restore();
   } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     ctx->error = std::current_exception();
     PyErr_SetString(PyExc_RuntimeError, "subinterp: an object could not be captured");
   }

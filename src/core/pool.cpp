@@ -266,14 +266,16 @@ void PoolState::run_task(const std::shared_ptr<InterpreterState>& interp, TaskSt
     } catch (py::PythonError& e) {
       py::ref exc = e.take();
       error = std::make_exception_ptr(ExecutionFailed(ExceptionSnapshot::capture(exc.get())));
-    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+    } catch (...) {
+      SUBINTERP_RETHROW_FORCED_UNWIND;
       error = std::current_exception();
     }
     // Still attached: a completion that visits another interpreter then
     // reuses this thread's thread state for it.
     task.ran(std::move(result), std::move(error));
     return;
-  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+  } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     error = std::current_exception();  // the attachment failed
   }
   task.ran(Value(), std::move(error));

@@ -42,7 +42,8 @@ class RuntimeThread {
       jobs_.push_back([&] {
         try {
           job(anchor_);
-        } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+        } catch (...) {
+          SUBINTERP_RETHROW_FORCED_UNWIND;
           error = std::current_exception();
         }
         std::lock_guard done_lock(mu_);

@@ -43,7 +43,8 @@ template <class Body>
 PyObject* method_entry(PyTypeObject* defining_class, Body&& body) {
   try {
     return body();
-  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+  } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     PyObject* module = PyType_GetModule(defining_class);
     if (module == nullptr) return nullptr;
     translate(module);

@@ -72,7 +72,8 @@ template <class Body>
 PyObject* entry(PyObject* module, Body&& body) {
   try {
     return body();
-  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+  } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     translate(module);
     return nullptr;
   }

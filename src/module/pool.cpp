@@ -41,7 +41,8 @@ TaskObject* as_task(PyObject* self) { return reinterpret_cast<TaskObject*>(self)
 py::ref exception_object(PyObject* module, const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
-  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+  } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     translate(module);
   }
   return py::ref::steal(PyErr_GetRaisedException());
@@ -64,7 +65,8 @@ class Delivery {
   void deliver(const si::Value& result, const std::exception_ptr& error) {
     try {
       home_.visit([&] { settle(result, error); });
-    } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+    } catch (...) {
+      SUBINTERP_RETHROW_FORCED_UNWIND;
       // The submitting interpreter is gone, and its futures with it.
     }
   }
@@ -86,7 +88,8 @@ class Delivery {
         value = result.rebuild();
       } catch (py::PythonError& e) {
         exc = e.take();
-      } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+      } catch (...) {
+        SUBINTERP_RETHROW_FORCED_UNWIND;
         exc = exception_object(module_, std::current_exception());
       }
     } else {
@@ -217,7 +220,8 @@ PyObject* queue_task(PoolObject* p, PyObject* future, Submit&& submit) {
   try {
     si::Future f = submit(completion_for(delivery));
     return task_new(p->module, std::move(f));
-  } SUBINTERP_PASS_FORCED_UNWIND catch (...) {
+  } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
     delivery->drop();
     throw;
   }

@@ -4,6 +4,7 @@ fresh python so that a crash fails one test instead of killing the runner."""
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,23 +81,43 @@ def write_script(directory, name, text):
     return path
 
 
+# The first line of a report by ASan, LSan, TSan or UBSan.
+_SANITIZER_REPORT = re.compile(
+    r'^(==\d+==ERROR: \w+Sanitizer|WARNING: ThreadSanitizer'
+    r'|\S+:\d+:\d+: runtime error: )', re.MULTILINE)
+
+
+def check_no_sanitizer_report(stderr):
+    """Fails if a sanitizer reported an error in a script's stderr. A report
+    on a thread other than the main one can be cut short, and the exit status
+    left at 0, when the main thread ends the process while the report is
+    being written: the status alone does not show it."""
+    match = _SANITIZER_REPORT.search(stderr or '')
+    if match:
+        raise AssertionError('sanitizer report in the script:\n'
+                             + stderr[match.start():][:6000])
+
+
 def run_script(text, *, files=None, args=(), timeout=SCRIPT_TIMEOUT):
     """Run ``text`` as a script file in a fresh python and return the
     CompletedProcess (text output). ``files`` maps more file names to their
-    text, written beside the script."""
+    text, written beside the script. Fails if a sanitizer reported an
+    error in it."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, body in (files or {}).items():
             write_script(tmp, name, body)
         script = write_script(tmp, 'script.py', text)
         try:
-            return subprocess.run(
+            proc = subprocess.run(
                 [sys.executable, script, *args], cwd=tmp,
                 capture_output=True, text=True, timeout=timeout,
                 env=os.environ.copy())
         except subprocess.TimeoutExpired as exc:
             # subprocess.run() killed it; report what it printed.
-            return subprocess.CompletedProcess(
+            proc = subprocess.CompletedProcess(
                 exc.cmd, None, _text(exc.stdout), _text(exc.stderr))
+    check_no_sanitizer_report(proc.stderr)
+    return proc
 
 
 def _text(data):

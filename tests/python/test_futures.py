@@ -20,7 +20,8 @@ import subinterp
 import subinterp.futures
 import targets
 from helpers import (SAFETY, SCRIPT_TIMEOUT, SETTLE, ScriptTestBase, TestBase,
-                     describe, elapsed, run_script, write_script)
+                     check_no_sanitizer_report, describe, elapsed, run_script,
+                     write_script)
 from subinterp.futures import BrokenInterpreterPool, InterpreterPoolExecutor
 
 
@@ -927,6 +928,7 @@ class ExitTests(ScriptTestBase):
                 if proc.poll() is None:
                     proc.kill()
                     proc.communicate()
+        check_no_sanitizer_report(err)
         self.assertNotIn('Fatal Python error', err)
         self.assertIn('KeyboardInterrupt', err)
         self.assertGreaterEqual(proc.returncode, 0, err)
