@@ -23,13 +23,15 @@ inline PyThreadState* current_thread_state() noexcept {
 // interpreter's GIL while the target runs. Not copyable; strictly nested.
 class ThreadStateGuard {
  public:
-  explicit ThreadStateGuard(PyThreadState* target) noexcept
+  // Not noexcept, nor the destructor: while Python finalizes, CPython ends
+  // a thread that takes a GIL with pthread_exit, which must unwind through.
+  explicit ThreadStateGuard(PyThreadState* target)
       : target_(target), prev_(current_thread_state()) {
     if (prev_ == target_) return;
     if (prev_ != nullptr) PyEval_SaveThread();
     PyEval_RestoreThread(target_);
   }
-  ~ThreadStateGuard() {
+  ~ThreadStateGuard() noexcept(false) {
     if (prev_ == target_) return;
     if (python_unusable()) detail::hang_thread();
     PyEval_SaveThread();
@@ -50,7 +52,7 @@ class DetachGuard {
   DetachGuard() noexcept : saved_(current_thread_state()) {
     if (saved_ != nullptr) PyEval_SaveThread();
   }
-  ~DetachGuard() {
+  ~DetachGuard() noexcept(false) {  // see ~ThreadStateGuard
     if (saved_ == nullptr) return;
     if (python_unusable()) detail::hang_thread();
     PyEval_RestoreThread(saved_);

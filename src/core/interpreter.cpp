@@ -704,20 +704,16 @@ void shutdown() {
   for (auto& state : open) {
     try {
       jobs.push_back(begin_close(state, deadline, false));
-    } catch (InterpreterNotFound&) {
-      // Closed meanwhile, by a close() on another thread or by the drop of
-      // its last reference (a daemon thread's, say): that end may still be
-      // running. It must be over before Python finalizes too, or its ender
-      // thread meets the finalization (CPython ends it when it next takes
-      // a GIL, and end_leftovers() finds the interpreter mid-end).
-      std::lock_guard lock(state->mu_);
-      if (state->ending_) jobs.push_back(state->ending_);
     } catch (std::exception&) {
-      // still running at the deadline: ended below
+      // closed meanwhile (waited for below), or still running at the
+      // deadline (ended below)
     }
   }
-  // Ends started elsewhere (a reference dropped meanwhile) are waited for
-  // too.
+  // Ends started elsewhere (by a close() on another thread, or by the drop
+  // of a last reference, a daemon thread's say) must be over before Python
+  // finalizes too, or their ender meets the finalization (CPython ends it
+  // when it next takes a GIL, and end_leftovers() finds the interpreter
+  // mid-end).
   for (auto& state : detail::all_owned()) {
     std::lock_guard lock(state->mu_);
     if (state->ending_) jobs.push_back(state->ending_);

@@ -293,12 +293,12 @@ Attachment::Attachment(const std::shared_ptr<InterpreterState>& state, bool run)
   swapped_ = true;
 }
 
-Attachment::~Attachment() {
+Attachment::~Attachment() noexcept(false) {
   if (python_unusable()) hang_thread();  // CPython finalizes: see hang_thread
   if (leave()) close_released(state_);
 }
 
-bool Attachment::leave() noexcept {
+bool Attachment::leave() {
   InterpreterState& s = *state_;
   if (swapped_) {
     if (temporary_) {

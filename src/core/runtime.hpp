@@ -124,14 +124,14 @@ void note_exit_thread();
 class Attachment {
  public:
   Attachment(const std::shared_ptr<InterpreterState>& state, bool run);
-  ~Attachment();
+  ~Attachment() noexcept(false);  // see ~ThreadStateGuard
   Attachment(const Attachment&) = delete;
   Attachment& operator=(const Attachment&) = delete;
 
  private:
   // Detaches and updates the counters; true when the interpreter is to be
   // closed now (its last reference went during the run).
-  bool leave() noexcept;
+  bool leave();
 
   std::shared_ptr<InterpreterState> state_;
   bool run_;

@@ -61,7 +61,7 @@ void GilRelease::release() noexcept {
   if (tstate_ != nullptr && released_ == nullptr) released_ = PyEval_SaveThread();
 }
 
-void GilRelease::acquire() noexcept {
+void GilRelease::acquire() {
   if (released_ == nullptr) return;
   if (python_unusable()) hang_thread();
   PyEval_RestoreThread(released_);

@@ -112,12 +112,12 @@ class WaitList {
 class GilRelease {
  public:
   GilRelease() noexcept;
-  ~GilRelease() { acquire(); }
+  ~GilRelease() noexcept(false) { acquire(); }  // see ~ThreadStateGuard
   GilRelease(const GilRelease&) = delete;
   GilRelease& operator=(const GilRelease&) = delete;
 
   bool has_thread_state() const noexcept { return tstate_ != nullptr; }
-  void acquire() noexcept;
+  void acquire();
   void release() noexcept;
 
  private:

@@ -175,6 +175,46 @@ class LeftOpenTests(ScriptTestBase):
             ''', quiet_stderr=False)
         self.assertEqual(out.strip(), 'main end')
 
+    def test_end_begun_by_a_dropped_reference_at_exit(self):
+        # The last reference to `idle` goes on a daemon thread while exit
+        # runs, which starts its end (a slow atexit function) then: exit
+        # waits for that end instead of ending the interpreter twice.
+        proc = run_script('''
+            import threading, time, subinterp
+            busy = subinterp.create()
+            def run_busy():
+                try:
+                    busy.call(time.sleep, 1)
+                except Exception:
+                    pass
+            threading.Thread(target=run_busy, daemon=True).start()
+            idle = subinterp.create()
+            idle.exec("""if 1:
+                import atexit, os, time
+                def slow():
+                    os.write(1, b'idle atexit start\\\\n')
+                    time.sleep(1.5)
+                    os.write(1, b'idle atexit end\\\\n')
+                atexit.register(slow)
+                """)
+            q = subinterp.create_queue()
+            def drop_when_exit_begins():
+                global idle
+                try:
+                    q.get()
+                except Exception:
+                    pass
+                del idle
+            threading.Thread(target=drop_when_exit_begins, daemon=True).start()
+            time.sleep(0.2)
+            print('main end', flush=True)
+            ''')
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.assertNotIn('Fatal Python error', proc.stderr, describe(proc))
+        self.assertEqual(proc.stdout.split('\n')[:3],
+                         ['main end', 'idle atexit start', 'idle atexit end'],
+                         describe(proc))
+
     def test_daemon_thread_blocked_in_channel_calls(self):
         out = self.assert_script_ok('''
             import threading, time, subinterp
