@@ -8,6 +8,7 @@
 #include <Python.h>
 
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -61,6 +62,13 @@ class NotShareable : public Error {
   void prepend(std::string_view step);
   const char* what() const noexcept override { return message_.c_str(); }
 
+  // A value captured in one interpreter that the receiving one could not
+  // make again (an object whose unpickling fails there): "<what> not
+  // shareable", with that failure as the cause.
+  static NotShareable not_rebuilt(std::string what, ExceptionSnapshot cause);
+  // The receiving interpreter's failure, for not_rebuilt() errors.
+  const std::shared_ptr<const ExceptionSnapshot>& cause() const noexcept { return cause_; }
+
  private:
   void update_message();
 
@@ -68,6 +76,7 @@ class NotShareable : public Error {
   std::string type_name_;
   std::string reason_;
   std::string path_;
+  std::shared_ptr<const ExceptionSnapshot> cause_;
 };
 
 // Code run in another interpreter raised an exception that it did not catch.

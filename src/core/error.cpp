@@ -18,7 +18,16 @@ void NotShareable::prepend(std::string_view step) {
   update_message();
 }
 
+NotShareable NotShareable::not_rebuilt(std::string what, ExceptionSnapshot cause) {
+  NotShareable e{std::string(), std::string()};
+  e.message_ = what + " not shareable: the receiving interpreter could not make them again (" +
+               cause.type_name + ": " + cause.msg + ")";
+  e.cause_ = std::make_shared<const ExceptionSnapshot>(std::move(cause));
+  return e;
+}
+
 void NotShareable::update_message() {
+  if (cause_) return;  // not_rebuilt()'s message stays
   std::string msg = "cannot share object of type '" + type_name_ + "'";
   if (!path_.empty()) msg += " at " + path_;
   if (!reason_.empty()) msg += ": " + reason_;

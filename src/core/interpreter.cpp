@@ -359,18 +359,35 @@ Value capture_result(PyObject* out) {
 
 }  // namespace
 
+namespace {
+
+// Rebuilds a call's part in the target; a failure there (an object whose
+// unpickling fails in this interpreter) is the value's fault, not the
+// call's: NotShareable "<what> not shareable", caused by that failure.
+py::ref rebuild_part(const Value& v, const char* what) {
+  try {
+    return v.rebuild();
+  } catch (py::PythonError& e) {
+    if (is_interruption(e.exception())) throw;
+    py::ref exc = e.take();
+    throw NotShareable::not_rebuilt(what, ExceptionSnapshot::capture(exc.get()));
+  }
+}
+
+}  // namespace
+
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs) {
-  py::ref func = callable.rebuild();
-  py::ref positional = args.rebuild();
-  py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
+  py::ref func = rebuild_part(callable, "callable");
+  py::ref positional = rebuild_part(args, "args");
+  py::ref keywords = kwargs.is_none() ? py::ref() : rebuild_part(kwargs, "kwargs");
   py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
   return capture_result(out.get());
 }
 
 Value call_attached_consuming(Value& callable, Value& args, Value& kwargs) {
-  py::ref func = callable.rebuild();
-  py::ref positional = args.rebuild();
-  py::ref keywords = kwargs.is_none() ? py::ref() : kwargs.rebuild();
+  py::ref func = rebuild_part(callable, "callable");
+  py::ref positional = rebuild_part(args, "args");
+  py::ref keywords = kwargs.is_none() ? py::ref() : rebuild_part(kwargs, "kwargs");
   // The arguments exist as objects here now: their interpreter-neutral copy
   // goes before the call runs, so that a large argument is not held three
   // times (the caller's, this copy and the call's) while the call runs and

@@ -86,6 +86,18 @@ void translate(PyObject* module) noexcept {
     }
   } catch (si::NotShareable& e) {
     PyErr_SetString(or_default(st->not_shareable_error, PyExc_TypeError), e.what());
+    if (e.cause()) {
+      // The receiving interpreter's failure, as ExecutionFailed (3.14 gives
+      // its NotShareableError that __cause__ too).
+      PyObject* exc = PyErr_GetRaisedException();
+      try {
+        py::ref cause = execution_failed(st, *e.cause());
+        PyException_SetCause(exc, cause.release());
+      } catch (py::PythonError&) {
+        PyErr_Clear();
+      }
+      PyErr_SetRaisedException(exc);
+    }
   } catch (si::PoolBroken& e) {
     try {
       raise_broken(st, e);

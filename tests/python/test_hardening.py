@@ -394,6 +394,38 @@ def targets_pair():
     return (interp, {'same': interp})
 
 
+class ValueRebuiltBadlyTests(TestBase):
+    """A value that pickles here but fails to unpickle there is the value's
+    fault: NotShareableError ("args not shareable"), caused by the failure
+    there, as in 3.14."""
+
+    def test_call_and_executor(self):
+        interp = subinterp.create()
+        with self.assertRaisesRegex(subinterp.NotShareableError,
+                                    'args not shareable') as cm:
+            interp.call(len, [_FailsToUnpickle()])
+        self.assertIsInstance(cm.exception.__cause__, subinterp.ExecutionFailed)
+        self.assertIn('cannot be unpickled', str(cm.exception.__cause__))
+        from subinterp.futures import InterpreterPoolExecutor
+        with InterpreterPoolExecutor(1) as ex:
+            future = ex.submit(len, [_FailsToUnpickle()])
+            with self.assertRaisesRegex(subinterp.NotShareableError,
+                                        'args not shareable') as cm:
+                future.result(30)
+            self.assertIn('cannot be unpickled', str(cm.exception.__cause__))
+            # The worker is fine afterwards.
+            self.assertEqual(ex.submit(len, 'abc').result(30), 3)
+
+
+def _cannot_unpickle():
+    raise RuntimeError('cannot be unpickled')
+
+
+class _FailsToUnpickle:
+    def __reduce__(self):
+        return (_cannot_unpickle, ())
+
+
 class LargeValueMemoryTests(ScriptTestBase):
     """A large bytes argument is not held three times over while a call
     runs: the caller's object, the callee's, and at most one copy more."""
