@@ -361,9 +361,10 @@ Value capture_result(PyObject* out) {
 
 namespace {
 
-// Rebuilds a call's part in the target; a failure there (an object whose
-// unpickling fails in this interpreter) is the value's fault, not the
-// call's: NotShareable "<what> not shareable", caused by that failure.
+// Rebuilds a call's arguments in the target; a failure there (an object
+// whose unpickling fails in this interpreter) is the value's fault, not the
+// call's: NotShareable "<what> not shareable", caused by that failure, as in
+// 3.14. (The callable is looked up there: a failure is ExecutionFailed.)
 py::ref rebuild_part(const Value& v, const char* what) {
   try {
     return v.rebuild();
@@ -377,7 +378,7 @@ py::ref rebuild_part(const Value& v, const char* what) {
 }  // namespace
 
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs) {
-  py::ref func = rebuild_part(callable, "callable");
+  py::ref func = callable.rebuild();  // a lookup there: ExecutionFailed
   py::ref positional = rebuild_part(args, "args");
   py::ref keywords = kwargs.is_none() ? py::ref() : rebuild_part(kwargs, "kwargs");
   py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
@@ -385,7 +386,7 @@ Value call_attached(const Value& callable, const Value& args, const Value& kwarg
 }
 
 Value call_attached_consuming(Value& callable, Value& args, Value& kwargs) {
-  py::ref func = rebuild_part(callable, "callable");
+  py::ref func = callable.rebuild();  // a lookup there: ExecutionFailed
   py::ref positional = rebuild_part(args, "args");
   py::ref keywords = kwargs.is_none() ? py::ref() : rebuild_part(kwargs, "kwargs");
   // The arguments exist as objects here now: their interpreter-neutral copy
