@@ -364,21 +364,34 @@ namespace {
 // Rebuilds a call's arguments in the target; a failure there (an object
 // whose unpickling fails in this interpreter) is the value's fault, not the
 // call's: NotShareable "<what> not shareable", caused by that failure, as in
-// 3.14. (The callable is looked up there: a failure is ExecutionFailed.)
+// 3.14.
 py::ref rebuild_part(const Value& v, const char* what) {
   try {
     return v.rebuild();
   } catch (py::PythonError& e) {
     if (is_interruption(e.exception())) throw;
     py::ref exc = e.take();
+    // Said where the traceback shows it (the cause's display).
+    py::ref note = py::ref::steal(PyObject_CallMethod(
+        exc.get(), "add_note", "s",
+        "(while the value was unpickled in the receiving interpreter)"));
+    if (!note) PyErr_Clear();
     throw NotShareable::not_rebuilt(what, ExceptionSnapshot::capture(exc.get()));
   }
+}
+
+// A function is looked up (by name) or made (by value) there, and a
+// failure is the call's (ExecutionFailed). Any other callable is an object
+// that travels as the arguments do (3.14 sends the callable with them).
+py::ref rebuild_callable(const Value& callable) {
+  if (callable.kind() == Value::Kind::Function) return callable.rebuild();
+  return rebuild_part(callable, "args");
 }
 
 }  // namespace
 
 Value call_attached(const Value& callable, const Value& args, const Value& kwargs) {
-  py::ref func = callable.rebuild();  // a lookup there: ExecutionFailed
+  py::ref func = rebuild_callable(callable);
   py::ref positional = rebuild_part(args, "args");
   py::ref keywords = kwargs.is_none() ? py::ref() : rebuild_part(kwargs, "kwargs");
   py::ref out = call_in_main(func.get(), positional.get(), keywords.get());
@@ -386,7 +399,7 @@ Value call_attached(const Value& callable, const Value& args, const Value& kwarg
 }
 
 Value call_attached_consuming(Value& callable, Value& args, Value& kwargs) {
-  py::ref func = callable.rebuild();  // a lookup there: ExecutionFailed
+  py::ref func = rebuild_callable(callable);
   py::ref positional = rebuild_part(args, "args");
   py::ref keywords = kwargs.is_none() ? py::ref() : rebuild_part(kwargs, "kwargs");
   // The arguments exist as objects here now: their interpreter-neutral copy

@@ -413,6 +413,12 @@ class ValueRebuiltBadlyTests(TestBase):
                                         'args not shareable') as cm:
                 future.result(30)
             self.assertIn('cannot be unpickled', str(cm.exception.__cause__))
+            # An object as the callable travels as the arguments do.
+            future = ex.submit(_FailsToUnpickle())
+            with self.assertRaisesRegex(subinterp.NotShareableError,
+                                        'args not shareable') as cm:
+                future.result(30)
+            self.assertIn('unpickled', str(cm.exception.__cause__))
             # The worker is fine afterwards.
             self.assertEqual(ex.submit(len, 'abc').result(30), 3)
 
