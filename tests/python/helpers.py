@@ -20,6 +20,12 @@ import targets
 # Whether a sanitizer's runtime is loaded (CTest sets its options).
 UNDER_SANITIZER = any(name in os.environ
                       for name in ('ASAN_OPTIONS', 'TSAN_OPTIONS'))
+# ThreadSanitizer in particular: it cannot run a forked child that starts
+# threads, it delivers a signal to a thread only when that thread next calls
+# a function it intercepts (never, for a thread spinning in Python code in an
+# interpreter whose GIL nobody else wants), and its shadow memory counts in
+# the process's peak RSS.
+UNDER_TSAN = 'TSAN_OPTIONS' in os.environ
 
 # Seconds a script may take before its test fails as hung. Each takes a few
 # seconds; sanitizers slow them down; SUBINTERP_TEST_SCRIPT_TIMEOUT overrides.

@@ -6,11 +6,13 @@ import sys
 import unittest
 
 import subinterp
-from helpers import ScriptTestBase, describe, run_script
+from helpers import UNDER_TSAN, ScriptTestBase, describe, run_script
 
 
 class ForkTests(ScriptTestBase):
 
+    @unittest.skipIf(UNDER_TSAN, 'ThreadSanitizer ends a forked child that '
+                     'starts a thread (die_after_fork)')
     def test_fork_after_close_child_starts_afresh(self):
         # The runtime thread does not exist in the child: creating an
         # interpreter there must start a new one, not wait for the old.

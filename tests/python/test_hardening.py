@@ -12,7 +12,7 @@ import time
 import unittest
 
 import subinterp
-from helpers import ScriptTestBase, TestBase, describe, run_script
+from helpers import UNDER_TSAN, ScriptTestBase, TestBase, describe, run_script
 
 # A loop that ignores the SystemExit (and everything else) raised in it.
 STUBBORN = '''
@@ -436,6 +436,8 @@ class LargeValueMemoryTests(ScriptTestBase):
     """A large bytes argument is not held three times over while a call
     runs: the caller's object, the callee's, and at most one copy more."""
 
+    @unittest.skipIf(UNDER_TSAN, "ThreadSanitizer's shadow memory counts in "
+                     'the peak RSS')
     def test_peak_memory_of_a_round_trip(self):
         out = self.assert_script_ok('''
             import resource, subinterp, subinterp.futures
@@ -534,6 +536,8 @@ class CtrlCTests(ScriptTestBase):
             ''' + body)
         return out
 
+    @unittest.skipIf(UNDER_TSAN, 'ThreadSanitizer delivers SIGINT only when '
+                     'the spinning main thread calls a function it intercepts')
     def test_call_of_a_long_loop(self):
         out = self.run_interrupted('''
             i = subinterp.create()
@@ -552,6 +556,8 @@ class CtrlCTests(ScriptTestBase):
         self.assertEqual(out.split('\n')[:3],
                          ['call interrupted True', 'exec interrupted True', '3'])
 
+    @unittest.skipIf(UNDER_TSAN, 'ThreadSanitizer delivers SIGINT only when '
+                     'the spinning main thread calls a function it intercepts')
     def test_after_python_reinstalls_its_handler(self):
         # asyncio.run() installs its own SIGINT handler and puts Python's
         # default one back at its end (CPython's C handler with it).
