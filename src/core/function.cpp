@@ -766,29 +766,49 @@ py::ref compile_cached(const std::string& source) {
   return made;
 }
 
-std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCapture& capture) {
+namespace {
+
+// FunctionData naming `obj` (a function, or an lru_cache wrapper) by module
+// and qualified name; by_reference when it is importable there.
+std::shared_ptr<FunctionData> named(PyObject* obj) {
   auto data = std::make_shared<FunctionData>();
-  data->module = attr_text(func, "__module__");
-  data->qualname = attr_text(func, "__qualname__");
-  if (importable(func, data->module, data->qualname)) {
-    data->by_reference = true;
-    return data;
-  }
+  data->module = attr_text(obj, "__module__");
+  data->qualname = attr_text(obj, "__qualname__");
+  data->by_reference = importable(obj, data->module, data->qualname);
+  return data;
+}
+
+// Fills `data` by value: run(capture) with a FunctionCapture over `globals`.
+// When a class the functions use cannot travel by value (one of its
+// attributes cannot), the value is made again as before classes travelled,
+// naming such classes by reference, which works where the target defines
+// them itself.
+template <class Run>
+std::shared_ptr<const FunctionData> by_value(std::shared_ptr<FunctionData> data,
+                                             ValueCapture& capture, PyObject* globals, Run run) {
   try {
-    FunctionCapture(capture, PyFunction_GetGlobals(func), *data).run(func);
+    FunctionCapture values(capture, globals, *data);
+    run(values);
   } catch (ClassRefused&) {
     throw;
   } catch (NotShareable&) {
-    // A class it uses cannot travel by value (one of its attributes cannot):
-    // send the function as before classes travelled, naming such classes
-    // by reference, which works where the target defines them itself.
     auto plain = std::make_shared<FunctionData>();
     plain->module = data->module;
     plain->qualname = data->qualname;
-    FunctionCapture(capture, PyFunction_GetGlobals(func), *plain, /*classes=*/false).run(func);
+    FunctionCapture values(capture, globals, *plain, /*classes=*/false);
+    run(values);
     return plain;
   }
   return data;
+}
+
+}  // namespace
+
+std::shared_ptr<const FunctionData> capture_function(PyObject* func, ValueCapture& capture) {
+  std::shared_ptr<FunctionData> data = named(func);
+  if (data->by_reference) return data;
+  return by_value(std::move(data), capture, PyFunction_GetGlobals(func),
+                  [&](FunctionCapture& values) { values.run(func); });
 }
 
 bool is_cached_function(PyObject* obj) {
@@ -796,31 +816,14 @@ bool is_cached_function(PyObject* obj) {
 }
 
 std::shared_ptr<const FunctionData> capture_cached(PyObject* wrapper, ValueCapture& capture) {
-  auto data = std::make_shared<FunctionData>();
-  data->module = attr_text(wrapper, "__module__");
-  data->qualname = attr_text(wrapper, "__qualname__");
-  if (importable(wrapper, data->module, data->qualname)) {
-    data->by_reference = true;
-    return data;
-  }
+  std::shared_ptr<FunctionData> data = named(wrapper);
+  if (data->by_reference) return data;
   py::ref wrapped = py::check(PyObject_GetAttrString(wrapper, "__wrapped__"));
   if (!PyFunction_Check(wrapped.get())) {
     throw NotShareable(type_qualname(wrapper), "it caches a callable that is not a function");
   }
-  PyObject* globals = PyFunction_GetGlobals(wrapped.get());
-  try {
-    FunctionCapture(capture, globals, *data).run_cached(wrapper);
-  } catch (ClassRefused&) {
-    throw;
-  } catch (NotShareable&) {
-    // As capture_function does: name the classes it uses by reference.
-    auto plain = std::make_shared<FunctionData>();
-    plain->module = data->module;
-    plain->qualname = data->qualname;
-    FunctionCapture(capture, globals, *plain, /*classes=*/false).run_cached(wrapper);
-    return plain;
-  }
-  return data;
+  return by_value(std::move(data), capture, PyFunction_GetGlobals(wrapped.get()),
+                  [&](FunctionCapture& values) { values.run_cached(wrapper); });
 }
 
 std::shared_ptr<const FunctionData> capture_builtin(PyObject* func) {
