@@ -34,8 +34,8 @@ std::int64_t expected(std::int64_t n) { return (n - 1) * n * (2 * n - 1) / 6; }
 
 int main() {
 #ifdef SUBINTERP_BUILD_PYTHONPATH
-  // Where this build keeps the _subinterp extension and the subinterp
-  // package, which turn queue handles into Python objects.
+  // Where this build keeps the subinterp package (and its extension), which
+  // turns queue handles into Python objects.
   setenv("PYTHONPATH", SUBINTERP_BUILD_PYTHONPATH, 0);
 #endif
   Py_InitializeEx(0);

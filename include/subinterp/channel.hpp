@@ -11,6 +11,8 @@
 // belongs to no interpreter.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -26,34 +28,34 @@ namespace detail {
 class ChannelState;
 }
 
-class ChannelError : public Error {
+class SUBINTERP_API ChannelError : public Error {
  public:
   using Error::Error;
 };
 // No channel has this id (never made, or all handles gone).
-class ChannelNotFound : public ChannelError {
+class SUBINTERP_API ChannelNotFound : public ChannelError {
  public:
   using ChannelError::ChannelError;
 };
 // recv_nowait() found no item.
-class ChannelEmpty : public ChannelError {
+class SUBINTERP_API ChannelEmpty : public ChannelError {
  public:
   using ChannelError::ChannelError;
 };
 // Sending on a closed channel, or receiving from a closed and drained one.
-class ChannelClosed : public ChannelError {
+class SUBINTERP_API ChannelClosed : public ChannelError {
  public:
   using ChannelError::ChannelError;
 };
 // send() or recv() reached its deadline.
-class ChannelTimeout : public ChannelError {
+class SUBINTERP_API ChannelTimeout : public ChannelError {
  public:
   using ChannelError::ChannelError;
 };
 
 enum class ChannelEnd : std::uint8_t { Recv, Send };
 
-class Channel {
+class SUBINTERP_API Channel {
  public:
   static Channel create();
   // The channel with this id. Throws ChannelNotFound.

@@ -5,6 +5,8 @@
 // them into whatever the receiving side needs (DESIGN.md, invariant 5).
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <exception>
@@ -29,20 +31,20 @@
 namespace subinterp {
 
 // Base of every error the core reports.
-class Error : public std::runtime_error {
+class SUBINTERP_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 // Misuse of an interpreter: closing a running one, running one that is
 // already running, touching one the runtime does not own.
-class InterpreterError : public Error {
+class SUBINTERP_API InterpreterError : public Error {
  public:
   using Error::Error;
 };
 
 // The interpreter id names no live interpreter (never existed, or closed).
-class InterpreterNotFound : public InterpreterError {
+class SUBINTERP_API InterpreterNotFound : public InterpreterError {
  public:
   using InterpreterError::InterpreterError;
 };
@@ -50,7 +52,7 @@ class InterpreterNotFound : public InterpreterError {
 // A value cannot move between interpreters. `path()` says where it sits in
 // the value that was being captured ("args[1]['key']"), `type_name()` what it
 // is, `reason()` why (usually the pickling error).
-class NotShareable : public Error {
+class SUBINTERP_API NotShareable : public Error {
  public:
   NotShareable(std::string type_name, std::string reason, std::string path = {});
 
@@ -80,7 +82,7 @@ class NotShareable : public Error {
 };
 
 // Code run in another interpreter raised an exception that it did not catch.
-class ExecutionFailed : public Error {
+class SUBINTERP_API ExecutionFailed : public Error {
  public:
   explicit ExecutionFailed(ExceptionSnapshot snapshot);
   const ExceptionSnapshot& snapshot() const noexcept { return snapshot_; }
@@ -95,7 +97,7 @@ namespace py {
 // thread, taken out of the thread state so C++ can unwind. It holds a Python
 // object: it must be caught and either restored or converted to a snapshot
 // before that interpreter's thread state is detached.
-class PythonError : public std::exception {
+class SUBINTERP_API PythonError : public std::exception {
  public:
   // Takes the pending exception (there must be one).
   PythonError() noexcept;
@@ -113,7 +115,7 @@ class PythonError : public std::exception {
   ref exc_;
 };
 
-[[noreturn]] void throw_python_error();
+[[noreturn]] SUBINTERP_API void throw_python_error();
 
 // Wraps a C-API call that returns a new reference or NULL with an exception.
 inline ref check(PyObject* obj) {

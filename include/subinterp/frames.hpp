@@ -2,6 +2,8 @@
 // while other interpreters run.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 namespace subinterp {
 
 // Replaces sys._current_frames and sys._current_exceptions of the interpreter
@@ -18,6 +20,6 @@ namespace subinterp {
 // (Py_NewInterpreterFromConfig) calls it in each of them.
 //
 // Requires an attached thread state. Idempotent. Throws py::PythonError.
-void protect_thread_listings();
+SUBINTERP_API void protect_thread_listings();
 
 }  // namespace subinterp

@@ -12,6 +12,8 @@
 // 3.12 requires an interpreter to be ended on the thread that created it.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <cstdint>
@@ -43,7 +45,7 @@ enum class Whence : int {
   Subinterp = 5,  // made by this runtime
 };
 
-class Interpreter {
+class SUBINTERP_API Interpreter {
  public:
   // Creates an interpreter. Throws InterpreterError when CPython refuses.
   static Interpreter create(const Config& config = {});
@@ -114,14 +116,14 @@ class Interpreter {
 
 // Id and origin of the interpreter attached on this thread (a thread state
 // must be attached).
-std::int64_t current_interpreter_id();
-Whence whence_of(std::int64_t id);
+SUBINTERP_API std::int64_t current_interpreter_id();
+SUBINTERP_API Whence whence_of(std::int64_t id);
 // Whether the interpreter with this id runs code: through this runtime or,
 // for any interpreter, through CPython's own modules (_interpreters). The
 // main interpreter always does. Throws InterpreterNotFound.
-bool is_running(std::int64_t id);
+SUBINTERP_API bool is_running(std::int64_t id);
 // (id, whence) of every interpreter in the process.
-std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
+SUBINTERP_API std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
 
 // Ends every interpreter this runtime made and stops the runtime thread.
 // Call it before Py_FinalizeEx (the Python package does it at exit). Calls
@@ -129,6 +131,6 @@ std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
 // later blocking calls); threads still running Python code in those
 // interpreters get SystemExit and up to 3 s to end. Interpreters still
 // running after that are left alone and reported on stderr.
-void shutdown();
+SUBINTERP_API void shutdown();
 
 }  // namespace subinterp

@@ -15,6 +15,8 @@
 // attached (one that is attached is detached while a call waits).
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <cstddef>
@@ -39,7 +41,7 @@ class TaskState;
 
 // The pool cannot run tasks because a worker's initializer failed. `cause()`
 // is the initializer's exception.
-class PoolBroken : public Error {
+class SUBINTERP_API PoolBroken : public Error {
  public:
   PoolBroken(const std::string& message, std::shared_ptr<const ExceptionSnapshot> cause)
       : Error(message), cause_(std::move(cause)) {}
@@ -50,20 +52,20 @@ class PoolBroken : public Error {
 };
 
 // The pool has been shut down: it takes no new tasks.
-class PoolShutDown : public Error {
+class SUBINTERP_API PoolShutDown : public Error {
  public:
   using Error::Error;
 };
 
 // The task was cancelled before it started (by Future::cancel() or by
 // Pool::shutdown(cancel_pending=true)).
-class TaskCancelled : public Error {
+class SUBINTERP_API TaskCancelled : public Error {
  public:
   using Error::Error;
 };
 
 // Future::get() waited longer than its timeout.
-class TaskTimeout : public Error {
+class SUBINTERP_API TaskTimeout : public Error {
  public:
   using Error::Error;
 };
@@ -87,7 +89,7 @@ struct PoolOptions {
 };
 
 // The result of a submitted task, to be waited for.
-class Future {
+class SUBINTERP_API Future {
  public:
   // True once the task has finished, failed or been cancelled.
   bool done() const noexcept;
@@ -130,7 +132,7 @@ class Future {
 // It must not throw.
 using Completion = std::function<void(const Value& result, const std::exception_ptr& error)>;
 
-class Pool {
+class SUBINTERP_API Pool {
  public:
   explicit Pool(PoolOptions options = {});
   // Shuts down, waiting for the tasks already submitted (without waiting

@@ -15,6 +15,8 @@
 // closed, each item follows its `Unbound` policy.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -38,27 +40,27 @@ enum class Unbound : std::uint8_t {
   Replace = 3,  // getting it returns the "unbound" marker (see QueueItem)
 };
 
-class QueueError : public Error {
+class SUBINTERP_API QueueError : public Error {
  public:
   using Error::Error;
 };
 // get() found no item (without blocking, or before its deadline).
-class QueueEmpty : public QueueError {
+class SUBINTERP_API QueueEmpty : public QueueError {
  public:
   using QueueError::QueueError;
 };
 // put() found no room (without blocking, or before its deadline).
-class QueueFull : public QueueError {
+class SUBINTERP_API QueueFull : public QueueError {
  public:
   using QueueError::QueueError;
 };
 // No queue has this id (never made, or all handles gone), or it was closed.
-class QueueNotFound : public QueueError {
+class SUBINTERP_API QueueNotFound : public QueueError {
  public:
   using QueueError::QueueError;
 };
 // The item got was put by an interpreter since closed, with Unbound::Error.
-class ItemInterpreterDestroyed : public QueueError {
+class SUBINTERP_API ItemInterpreterDestroyed : public QueueError {
  public:
   using QueueError::QueueError;
 };
@@ -70,7 +72,7 @@ struct QueueItem {
   bool unbound = false;
 };
 
-class Queue {
+class SUBINTERP_API Queue {
  public:
   // maxsize 0 or less means unbounded (maxsize() still reports the value
   // given, as Python's queues do). `unbound` is the policy of put() calls

@@ -7,6 +7,8 @@
 // interpreters (DESIGN.md, invariant 1).
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <atomic>
@@ -18,13 +20,13 @@ namespace detail {
 // than the finalizing one that tries to take a GIL is ended by CPython
 // (pthread_exit), which unwinds the C++ frames on its stack: their
 // destructors must then leave Python alone (its objects may be gone).
-extern std::atomic<bool> g_exit_started;
-bool python_unusable_here() noexcept;
+extern SUBINTERP_API std::atomic<bool> g_exit_started;
+SUBINTERP_API bool python_unusable_here() noexcept;
 // Blocks the calling thread until the process ends, as CPython 3.14 does with
 // threads that try to run Python while it finalizes: neither returning into
 // Python code without a thread state nor taking a GIL (which CPython answers
 // with pthread_exit, fatal inside a destructor) is possible then.
-[[noreturn]] void hang_thread() noexcept;
+[[noreturn]] SUBINTERP_API void hang_thread() noexcept;
 }  // namespace detail
 
 // True on a thread that must not touch Python any more (see above): guards
@@ -39,7 +41,7 @@ inline bool python_unusable() noexcept {
 
 namespace subinterp::py {
 
-class ref {
+class SUBINTERP_API ref {
  public:
   ref() noexcept = default;
   ref(const ref& other) noexcept : ptr_(other.ptr_) { Py_XINCREF(ptr_); }

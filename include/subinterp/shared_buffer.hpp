@@ -8,6 +8,8 @@
 // shared memory.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <cstddef>
@@ -19,7 +21,7 @@
 
 namespace subinterp {
 
-class SharedMemory {
+class SUBINTERP_API SharedMemory {
  public:
   // Allocates `size` zeroed bytes. Throws std::bad_alloc.
   static std::shared_ptr<SharedMemory> allocate(std::size_t size);
@@ -49,12 +51,12 @@ struct BufferData {
 
 // The SharedBuffer type of the attached interpreter (borrowed; made on first
 // use and kept in the interpreter's state dict).
-PyTypeObject* shared_buffer_type();
+SUBINTERP_API PyTypeObject* shared_buffer_type();
 // A new SharedBuffer object viewing `length` bytes of `memory` at `offset`.
-py::ref make_shared_buffer(std::shared_ptr<SharedMemory> memory, std::size_t offset,
+SUBINTERP_API py::ref make_shared_buffer(std::shared_ptr<SharedMemory> memory, std::size_t offset,
                            std::size_t length);
 // If `obj` is a SharedBuffer of the attached interpreter, fills `out` (memory,
 // offset, length) and returns true.
-bool shared_buffer_view(PyObject* obj, BufferData& out);
+SUBINTERP_API bool shared_buffer_view(PyObject* obj, BufferData& out);
 
 }  // namespace subinterp

@@ -1,6 +1,8 @@
 // Snapshots of Python exceptions, owned by no interpreter.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <memory>
@@ -13,7 +15,7 @@ namespace subinterp {
 // interpreter, as plain data: the type's name, qualified name and module, its
 // message, the formatted traceback, its cause and context (snapshots too), and
 // the pickled exception when it could be pickled where it was raised.
-struct ExceptionSnapshot {
+struct SUBINTERP_API ExceptionSnapshot {
   std::string type_name;
   std::string type_qualname;
   std::string type_module;

@@ -1,6 +1,8 @@
 // Attaching a thread state on the current thread.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include "subinterp/ref.hpp"
@@ -21,7 +23,7 @@ inline PyThreadState* current_thread_state() noexcept {
 // thread state that was attached before (if any) and attaching it again on
 // destruction. With per-interpreter GILs this releases the previous
 // interpreter's GIL while the target runs. Not copyable; strictly nested.
-class ThreadStateGuard {
+class SUBINTERP_API ThreadStateGuard {
  public:
   // Not noexcept, nor the destructor: while Python finalizes, CPython ends
   // a thread that takes a GIL with pthread_exit, which must unwind through.
@@ -47,7 +49,7 @@ class ThreadStateGuard {
 
 // Detaches whatever thread state is attached for the guard's lifetime (to
 // block without holding a GIL) and attaches it again afterwards.
-class DetachGuard {
+class SUBINTERP_API DetachGuard {
  public:
   DetachGuard() noexcept : saved_(current_thread_state()) {
     if (saved_ != nullptr) PyEval_SaveThread();

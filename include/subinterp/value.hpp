@@ -21,6 +21,8 @@
 // interpreter that owns the Python objects involved.
 #pragma once
 
+#include "subinterp/export.hpp"
+
 #include <Python.h>
 
 #include <cstdint>
@@ -48,7 +50,7 @@ struct InterpreterHold;
 struct PickleData;
 }  // namespace detail
 
-class Value {
+class SUBINTERP_API Value {
  public:
   enum class Kind : std::uint8_t {
     None,
@@ -145,12 +147,13 @@ class Value {
   Storage storage_;
 };
 
-// How handles look in Python. The `_subinterp` extension installs these
-// when it is first imported: `capture` recognises its queue and channel
-// objects, `rebuild` makes them in the attached interpreter (importing what
-// it needs there). Rebuilding a handle before any import of `_subinterp`
-// imports it; where it cannot be imported, that raises TypeError.
-// Process-wide; the functions must be safe in every interpreter.
+// How handles look in Python. The extension (`subinterp._subinterp`)
+// installs these when it is first imported, for the whole process (it uses
+// the process's one core): `capture` recognises its queue, channel and
+// interpreter objects, `rebuild` makes them in the attached interpreter
+// (importing what it needs there). Rebuilding a handle before any import of
+// the extension imports it; where the subinterp package cannot be imported,
+// that raises TypeError. The functions must be safe in every interpreter.
 struct HandleHooks {
   // True (and `out` set) when `obj` is a handle object; may throw.
   bool (*capture)(PyObject* obj, Value& out) = nullptr;
@@ -158,6 +161,6 @@ struct HandleHooks {
   // with an exception set.
   PyObject* (*rebuild)(const Value& v) = nullptr;
 };
-void set_handle_hooks(const HandleHooks& hooks);
+SUBINTERP_API void set_handle_hooks(const HandleHooks& hooks);
 
 }  // namespace subinterp

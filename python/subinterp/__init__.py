@@ -12,19 +12,50 @@ configuration (``create(isolated=False)``) for extension modules that need it,
 and :class:`SharedBuffer`, memory that several interpreters read and write
 without copying.
 
-The work is done by the C++ extension ``_subinterp``; this module adds the
-friendly classes, argument handling and documentation.
+The work is done by the C++ extension ``subinterp._subinterp`` and the core
+library beside it (``libsubinterp.so``, shared with every C++ host in the
+process); this module adds the friendly classes, argument handling and
+documentation.
 """
 
 import atexit
+import importlib
 import os
 import sys
 import threading
 import types
 import weakref
 
-import _subinterp
-from _subinterp import SharedBuffer
+
+def _import_extension():
+    """The extension, also from a build tree.
+
+    An installed package holds the extension. In a source checkout the
+    package is in python/ and the extension in <build>/python/subinterp, both
+    on sys.path: the package's path then takes that folder in too.
+    """
+    name = __name__ + '._subinterp'
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        missing = exc
+    for entry in sys.path:
+        folder = os.path.join(entry or os.curdir, __name__)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        if (any(n.startswith('_subinterp.') and n.endswith('.so') for n in names)
+                and folder not in __path__):
+            __path__.append(folder)
+            return importlib.import_module(name)
+    raise missing
+
+
+_subinterp = _import_extension()
+SharedBuffer = _subinterp.SharedBuffer
 
 __all__ = [
     'get_current', 'get_main', 'create', 'list_all', 'is_shareable',

@@ -23,7 +23,7 @@ Blocking calls release the GIL, take exact float timeouts (then raise
 :exc:`TimeoutError`) and answer Ctrl-C in the main thread.
 """
 
-import _subinterp
+from . import _subinterp
 
 __all__ = [
     'create_channel', 'list_all_channels',

@@ -21,7 +21,7 @@ Beyond 3.14:
 * ``initializer`` may also be source text, run in each new worker
   interpreter.
 
-The work is done by the C++ pool of the ``_subinterp`` extension: tasks and
+The work is done by the C++ pool of the ``subinterp._subinterp`` extension: tasks and
 results move between interpreters as interpreter-neutral values, without
 pickling where they need not.
 """
@@ -36,7 +36,7 @@ import weakref
 from concurrent.futures import _base
 from concurrent.futures import thread as _thread
 
-import _subinterp
+from . import _subinterp
 
 from . import ExecutionFailed, NotShareableError
 

@@ -19,7 +19,7 @@ the class around them, the exceptions and the markers.
 
 import queue as _queue
 
-import _subinterp
+from . import _subinterp
 
 __all__ = [
     'UNBOUND', 'UNBOUND_ERROR', 'UNBOUND_REMOVE',

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "internal.hpp"
+#include "subinterp/subinterp.hpp"
 #include "registry.hpp"
 #include "wait.hpp"
 
@@ -78,7 +79,10 @@ void channels_refuse_waits() {
 using detail::ChannelEntry;
 using detail::ChannelState;
 
-Channel Channel::create() { return Channel(detail::channel_registry().create()); }
+Channel Channel::create() {
+  detail::require_single_core();
+  return Channel(detail::channel_registry().create());
+}
 
 Channel Channel::find(std::int64_t id) {
   std::shared_ptr<ChannelState> state = detail::channel_registry().find(id);

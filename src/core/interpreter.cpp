@@ -1,4 +1,5 @@
 #include "subinterp/interpreter.hpp"
+#include "subinterp/subinterp.hpp"
 
 #include <atomic>
 #include <csignal>
@@ -460,6 +461,7 @@ void close_released(const std::shared_ptr<InterpreterState>& state) {
 }  // namespace detail
 
 Interpreter Interpreter::create(const Config& config) {
+  detail::require_single_core();
   return Interpreter(detail::create_owned(config, std::thread::id()));
 }
 
@@ -537,7 +539,10 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
   return state;
 }
 
-Interpreter Interpreter::main() { return Interpreter(detail::main_state()); }
+Interpreter Interpreter::main() {
+  detail::require_single_core();
+  return Interpreter(detail::main_state());
+}
 
 Interpreter Interpreter::get(std::int64_t id) {
   if (auto state = detail::find_owned(id)) return Interpreter(state);
@@ -763,6 +768,6 @@ void shutdown() {
   detail::shutdown_runtime();
 }
 
-const char* version() noexcept { return "0.1.0"; }
+const char* version() noexcept { return SUBINTERP_VERSION_STRING; }
 
 }  // namespace subinterp

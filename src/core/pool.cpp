@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "subinterp/subinterp.hpp"
 #include "runtime.hpp"
 #include "subinterp/thread_state.hpp"
 #include "wait.hpp"
@@ -560,6 +561,7 @@ std::exception_ptr Future::error() const {
 std::uint64_t Future::id() const noexcept { return state_->id_; }
 
 Pool::Pool(PoolOptions options) {
+  detail::require_single_core();
   detail::preload_on_caller();
   state_ = std::make_shared<detail::PoolState>(std::move(options));
   detail::LivePools& live = detail::live_pools();

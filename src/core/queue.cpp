@@ -6,6 +6,7 @@
 #include <string>
 
 #include "internal.hpp"
+#include "subinterp/subinterp.hpp"
 #include "registry.hpp"
 #include "subinterp/thread_state.hpp"
 #include "wait.hpp"
@@ -104,6 +105,7 @@ using detail::Entry;
 using detail::QueueState;
 
 Queue Queue::create(std::int64_t maxsize, Unbound unbound) {
+  detail::require_single_core();
   return Queue(detail::queue_registry().create(maxsize, unbound));
 }
 

@@ -31,26 +31,15 @@ struct PickleWhole {};  // thrown on a cycle or too deep nesting
 std::atomic<bool (*)(PyObject*, Value&)> g_capture_handle{nullptr};
 std::atomic<PyObject* (*)(const Value&)> g_rebuild_handle{nullptr};
 
-// Installs the hooks of the `_subinterp` extension from its `_hooks` capsule
-// (importing it first when `import`). A program that links the core has its
-// own copy of the globals above, apart from the extension's copy, which the
-// extension sets itself when it loads. Never throws; false when unavailable.
-bool load_extension_hooks(bool import) {
+// Imports the extension, which installs the hooks (it shares this core, one
+// per process). Never throws; false when unavailable.
+bool load_extension_hooks() {
   PyObject* pending = PyErr_GetRaisedException();
-  py::ref module;
-  if (import) {
-    module = py::ref::steal(PyImport_ImportModule("_subinterp"));
-  } else if (py::ref name = py::ref::steal(PyUnicode_FromString("_subinterp"))) {
-    module = py::ref::steal(PyImport_GetModule(name.get()));
-  }
-  py::ref capsule;
-  if (module) capsule = py::ref::steal(PyObject_GetAttrString(module.get(), "_hooks"));
-  void* hooks = capsule ? PyCapsule_GetPointer(capsule.get(), "_subinterp._hooks") : nullptr;
+  PyObject* module = PyImport_ImportModule("subinterp._subinterp");
+  Py_XDECREF(module);
   PyErr_Clear();
   PyErr_SetRaisedException(pending);
-  if (hooks == nullptr) return false;
-  set_handle_hooks(*static_cast<const HandleHooks*>(hooks));
-  return true;
+  return g_rebuild_handle.load(std::memory_order_acquire) != nullptr;
 }
 
 std::string path_key(PyObject* key) {
@@ -121,10 +110,9 @@ class ValueCapture {
     if (detail::class_by_value(obj)) {
       return Value(Value::Kind::Function, detail::capture_class(obj, *this));
     }
+    // Handle objects exist only once the extension is loaded, and then the
+    // hooks are set.
     auto hook = g_capture_handle.load(std::memory_order_acquire);
-    if (hook == nullptr && load_extension_hooks(false)) {
-      hook = g_capture_handle.load(std::memory_order_acquire);
-    }
     if (hook != nullptr) {
       Value handle;
       if (hook(obj, handle)) return handle;
@@ -556,10 +544,10 @@ class ValueBuilder {
   static py::ref handle(const Value& v) {
     auto hook = g_rebuild_handle.load(std::memory_order_acquire);
     if (hook == nullptr) {
-      if (!load_extension_hooks(true)) {
+      if (!load_extension_hooks()) {
         PyErr_SetString(PyExc_TypeError,
-                        "queue and channel handles become Python objects through the "
-                        "_subinterp extension, which cannot be imported here");
+                        "queue, channel and interpreter handles become Python objects "
+                        "through the subinterp package, which cannot be imported here");
         py::throw_python_error();
       }
       hook = g_rebuild_handle.load(std::memory_order_acquire);

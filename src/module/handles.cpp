@@ -338,7 +338,7 @@ PyType_Slot queue_slots[] = {
     {0, nullptr},
 };
 
-PyType_Spec queue_spec = {"_subinterp.Queue", sizeof(QueueObject), 0,
+PyType_Spec queue_spec = {"subinterp._subinterp.Queue", sizeof(QueueObject), 0,
                           Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE |
                               Py_TPFLAGS_DISALLOW_INSTANTIATION,
                           queue_slots};
@@ -482,9 +482,9 @@ PyType_Slot recv_slots[] = {
 
 constexpr unsigned kHandleFlags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE |
                                   Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION;
-PyType_Spec send_spec = {"_subinterp.SendChannel", sizeof(ChannelObject), 0, kHandleFlags,
+PyType_Spec send_spec = {"subinterp._subinterp.SendChannel", sizeof(ChannelObject), 0, kHandleFlags,
                          send_slots};
-PyType_Spec recv_spec = {"_subinterp.RecvChannel", sizeof(ChannelObject), 0, kHandleFlags,
+PyType_Spec recv_spec = {"subinterp._subinterp.RecvChannel", sizeof(ChannelObject), 0, kHandleFlags,
                          recv_slots};
 
 // --- InterpreterBase: the base class of subinterp.Interpreter ------------
@@ -506,7 +506,7 @@ PyType_Slot interpreter_base_slots[] = {
 };
 
 PyType_Spec interpreter_base_spec = {
-    "_subinterp.InterpreterBase", sizeof(PyObject), 0,
+    "subinterp._subinterp.InterpreterBase", sizeof(PyObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, interpreter_base_slots};
 
 // --- values: how handles cross interpreters -----------------------------
@@ -539,14 +539,9 @@ bool capture_handle(PyObject* obj, si::Value& out) {
 // This interpreter's module, importing the package (which registers its
 // classes) when needed.
 py::ref import_module() {
-  py::ref module = py::check(PyImport_ImportModule("_subinterp"));
-  if (state_of(module.get())->queue_class == nullptr) {
-    PyObject* package = PyImport_ImportModule("subinterp");
-    // Without the package (a host's own sys.path), the base types serve.
-    if (package == nullptr) PyErr_Clear();
-    Py_XDECREF(package);
-  }
-  return module;
+  // Importing the extension imports the package first, which registers its
+  // classes.
+  return py::check(PyImport_ImportModule("subinterp._subinterp"));
 }
 
 PyObject* rebuild_handle(const si::Value& v) {
@@ -663,16 +658,9 @@ int handles_exec(PyObject* module) {
     if (st->*t.field == nullptr) return -1;
     if (PyModule_AddObjectRef(module, t.name, st->*t.field) < 0) return -1;
   }
-  static const si::HandleHooks hooks{capture_handle, rebuild_handle};
-  si::set_handle_hooks(hooks);
-  // For a host program that links its own copy of the core (see
-  // set_handle_hooks in value.cpp).
-  PyObject* capsule =
-      PyCapsule_New(const_cast<si::HandleHooks*>(&hooks), "_subinterp._hooks", nullptr);
-  if (capsule == nullptr) return -1;
-  int rc = PyModule_AddObjectRef(module, "_hooks", capsule);
-  Py_DECREF(capsule);
-  if (rc < 0) return -1;
+  // The core is shared with every host in the process (one libsubinterp),
+  // so this makes handles work for all of them.
+  si::set_handle_hooks({capture_handle, rebuild_handle});
   return PyModule_AddFunctions(module, handle_functions);
 }
 

@@ -549,7 +549,7 @@ PyModuleDef_Slot slots[] = {
 
 PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    "_subinterp",
+    "subinterp._subinterp",
     "Low-level interface to the subinterp runtime; use the subinterp package.",
     sizeof(ModuleState),
     methods,
@@ -561,4 +561,14 @@ PyModuleDef module_def = {
 
 }  // namespace subinterp_ext
 
-PyMODINIT_FUNC PyInit__subinterp() { return PyModuleDef_Init(&subinterp_ext::module_def); }
+// Refuses to load (ImportError) where the process has another subinterp
+// core than the one this extension was built for: one core per process.
+PyMODINIT_FUNC PyInit__subinterp() {
+  try {
+    subinterp::require_core_build(&subinterp_ext::module_def);
+  } catch (const subinterp::Error& e) {
+    PyErr_SetString(PyExc_ImportError, e.what());
+    return nullptr;
+  }
+  return PyModuleDef_Init(&subinterp_ext::module_def);
+}

@@ -179,7 +179,7 @@ PyType_Slot task_slots[] = {
     {0, nullptr},
 };
 
-PyType_Spec task_spec = {"_subinterp.Task", sizeof(TaskObject), 0,
+PyType_Spec task_spec = {"subinterp._subinterp.Task", sizeof(TaskObject), 0,
                          Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
                              Py_TPFLAGS_DISALLOW_INSTANTIATION,
                          task_slots};
@@ -358,7 +358,7 @@ PyType_Slot pool_slots[] = {
     {0, nullptr},
 };
 
-PyType_Spec pool_spec = {"_subinterp.Pool", sizeof(PoolObject), 0,
+PyType_Spec pool_spec = {"subinterp._subinterp.Pool", sizeof(PoolObject), 0,
                          Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
                              Py_TPFLAGS_DISALLOW_INSTANTIATION,
                          pool_slots};

@@ -426,7 +426,7 @@ TEST(Pool, MaxTasksPerWorkerRenewsTheInterpreter) {
   options.max_workers = 1;
   options.max_tasks_per_worker = 3;
   options.init_source =
-      "import _subinterp\ncount = 0\ndef bump():\n    global count\n    count += 1\n"
+      "from subinterp import _subinterp\ncount = 0\ndef bump():\n    global count\n    count += 1\n"
       "    return (count, _subinterp.get_current()[0])\n";
   Pool pool(std::move(options));
   std::vector<std::int64_t> counts, ids;

@@ -477,8 +477,7 @@ TEST(QueueValues, QueueInsideAQueue) {
 }
 
 // A queue crosses between this program and Python code as the same queue,
-// both ways: this program links its own copy of the core, apart from the
-// copy in the _subinterp extension that Python code uses.
+// both ways: this program and the subinterp package use one core.
 TEST(QueueValues, QueuesCrossIntoPythonAndBack) {
   Interpreter interp = Interpreter::create();
   interp.exec(

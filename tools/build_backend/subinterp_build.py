@@ -1,7 +1,9 @@
 """PEP 517 / PEP 660 build backend of subinterp.
 
-CMake builds the `_subinterp` extension module; this file packs it, with the
-`subinterp` package from python/subinterp, into a wheel. It uses only the
+CMake builds the `subinterp._subinterp` extension module and the core library
+it links (libsubinterp.so.X.Y); this file packs both, with the `subinterp`
+package from python/subinterp, into a wheel. The two sit side by side in the
+package folder, where the extension's $ORIGIN run path finds the library. It uses only the
 standard library, so `pip install .` works with no package index and no
 setuptools (pyproject.toml: `requires = []`).
 
@@ -19,6 +21,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -130,8 +133,12 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=sys.stderr)
 
 
-def _build_module(build_dir: Path, config_settings: dict | None) -> Path:
-    """Configures and builds _subinterp in build_dir; returns the built file."""
+def _build_module(build_dir: Path, config_settings: dict | None) -> list[Path]:
+    """Configures and builds _subinterp in build_dir.
+
+    Returns the files for the package folder: the extension, then the core
+    library under its SONAME (none when the core is built static).
+    """
     cmake = shutil.which("cmake")
     if cmake is None:
         raise RuntimeError("building subinterp needs CMake >= 3.21 and a C++20 compiler "
@@ -146,10 +153,14 @@ def _build_module(build_dir: Path, config_settings: dict | None) -> Path:
     _run(configure + _cmake_args(config_settings))
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)
     _run([cmake, "--build", str(build_dir), "--target", MODULE_NAME, "--parallel", jobs])
-    built = build_dir / "python" / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
+    package = build_dir / "python" / "subinterp"
+    built = package / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
     if not built.is_file():
         raise RuntimeError(f"CMake did not produce {built}")
-    return built
+    # The SONAME link (libsubinterp.so.X.Y) names what the extension needs.
+    libraries = sorted(p for p in package.glob("libsubinterp.so.*")
+                       if re.fullmatch(r"libsubinterp\.so\.\d+\.\d+", p.name))
+    return [built] + libraries
 
 
 def _package_files() -> list[tuple[Path, str]]:
@@ -263,14 +274,17 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     def fill(writer: _WheelWriter) -> None:
         for path, arcname in _package_files():
             writer.add_file(arcname, path)
+        def add_built(build_dir: Path) -> None:
+            for path in _build_module(build_dir, config_settings):
+                # read_bytes() follows the SONAME link to the library itself.
+                writer.add_file(f"subinterp/{path.name}", path)
+
         keep = os.environ.get("SUBINTERP_WHEEL_BUILD_DIR")
         if keep:
-            module = _build_module(Path(keep).resolve(), config_settings)
-            writer.add_file(module.name, module)
+            add_built(Path(keep).resolve())
         else:
             with tempfile.TemporaryDirectory(prefix="subinterp-wheel-") as tmp:
-                module = _build_module(Path(tmp), config_settings)
-                writer.add_file(module.name, module)
+                add_built(Path(tmp))
 
     return _wheel(wheel_directory, fill)
 
@@ -285,8 +299,10 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
 
     def fill(writer: _WheelWriter) -> None:
         _package_files()  # fails early if the package is missing
-        module = _build_module(build_dir, config_settings)
-        pth = f"{ROOT / 'python'}\n{module.parent}\n"
+        module = _build_module(build_dir, config_settings)[0]
+        # <build>/python/subinterp holds the extension: the package extends
+        # its __path__ to it (python/subinterp/__init__.py).
+        pth = f"{ROOT / 'python'}\n{module.parent.parent}\n"
         writer.add("_subinterp_editable.pth", pth.encode())
 
     return _wheel(wheel_directory, fill)
