@@ -70,6 +70,41 @@ foreach(_file IN LISTS _py_tests)
     ENVIRONMENT "${_python_env}")
 endforeach()
 
+# --- one core per process: C++ hosts and a C++ extension of the tests that
+# meet the subinterp package in one process (tests/hosts).
+#   _subinterp_probe     an extension module that uses the C++ API (loaded by
+#                        tests/python/test_one_core.py from <build>/tests/probe)
+#   host.static_core     a host with the static core: the package refuses it
+#   host.shutdown_*      shutdown() once, host or package first
+set(_hosts "${PROJECT_SOURCE_DIR}/tests/hosts")
+Python_add_library(_subinterp_probe MODULE WITH_SOABI "${_hosts}/probe_module.cpp")
+target_link_libraries(_subinterp_probe PRIVATE subinterp::core)
+set_target_properties(_subinterp_probe PROPERTIES
+  LIBRARY_OUTPUT_DIRECTORY "$<1:${PROJECT_BINARY_DIR}/tests/probe>"
+  CXX_VISIBILITY_PRESET hidden)
+subinterp_warnings(_subinterp_probe)
+
+subinterp_program(shutdown_host "${_hosts}/shutdown_host.cpp")
+set_target_properties(shutdown_host PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests")
+foreach(_order host-first python-first)
+  add_test(NAME host.shutdown_${_order} COMMAND shutdown_host ${_order})
+  set_tests_properties(host.shutdown_${_order} PROPERTIES
+    LABELS cpp TIMEOUT ${SUBINTERP_TEST_TIMEOUT} ENVIRONMENT "${_exe_env}")
+endforeach()
+
+if(TARGET subinterp_core_static)
+  add_executable(static_core_host "${_hosts}/static_core_host.cpp")
+  target_link_libraries(static_core_host PRIVATE subinterp_core_static Python::Python)
+  target_compile_definitions(static_core_host PRIVATE
+    SUBINTERP_BUILD_PYTHONPATH="${SUBINTERP_PYTHON_BUILD_DIR}:${PROJECT_SOURCE_DIR}/python")
+  set_target_properties(static_core_host PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests")
+  add_dependencies(static_core_host _subinterp)
+  subinterp_warnings(static_core_host)
+  add_test(NAME host.static_core COMMAND static_core_host)
+  set_tests_properties(host.static_core PROPERTIES
+    LABELS cpp TIMEOUT ${SUBINTERP_TEST_TIMEOUT} ENVIRONMENT "${_exe_env}")
+endif()
+
 # --- the example programs run, each a test "example.<name>" (exit status 0
 # means its own checks passed).
 if(SUBINTERP_EXAMPLES)

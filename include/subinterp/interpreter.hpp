@@ -36,6 +36,11 @@ struct Config {
   // interpreters (the isolated config of PEP 684). false: the legacy config,
   // sharing the main interpreter's GIL, for extensions that need it.
   bool isolated = true;
+  // true: incref()/decref() govern its life: it is closed when the count
+  // returns to zero (the Python package's create() makes such interpreters:
+  // its Interpreter objects hold the references). false: it lives until
+  // close() or shutdown(), whatever the count (a C++ host's, or a pool's).
+  bool close_when_unreferenced = false;
 };
 
 enum class Whence : int {
@@ -97,9 +102,10 @@ class SUBINTERP_API Interpreter {
   // short-lived attachments (value rebuilds) to finish.
   void close();
 
-  // Reference counting for owners such as Python `Interpreter` objects: when
-  // the count returns to zero after having been raised, the interpreter is
-  // closed (at once if idle, else when its current run ends).
+  // Reference counting for owners such as Python `Interpreter` objects: for
+  // an interpreter created with Config::close_when_unreferenced, when the
+  // count returns to zero the interpreter is closed (at once if idle, else
+  // when its current run ends). Others only count.
   void incref();
   void decref();
 
@@ -125,12 +131,16 @@ SUBINTERP_API bool is_running(std::int64_t id);
 // (id, whence) of every interpreter in the process.
 SUBINTERP_API std::vector<std::pair<std::int64_t, Whence>> list_interpreters();
 
-// Ends every interpreter this runtime made and stops the runtime thread.
-// Call it before Py_FinalizeEx (the Python package does it at exit). Calls
-// blocked in queues and channels are woken and throw InterpreterError (as do
-// later blocking calls); threads still running Python code in those
-// interpreters get SystemExit and up to 3 s to end. Interpreters still
-// running after that are left alone and reported on stderr.
+// Ends every interpreter this runtime made, and the pools, and stops the
+// runtime thread. Call it before Py_FinalizeEx (the Python package does it
+// at exit, from the main interpreter's atexit). It runs once per process:
+// the host and the package share one core, so whichever calls it first ends
+// everything, and later calls (also after Py_FinalizeEx) return at once.
+// Calls blocked in queues and channels are woken and throw InterpreterError
+// (as do later blocking calls); threads still running Python code in those
+// interpreters get SystemExit, and all of them share a 3 s grace period.
+// Interpreters still running after that are ended while Python finalizes.
+// Creating interpreters afterwards throws InterpreterError.
 SUBINTERP_API void shutdown();
 
 }  // namespace subinterp

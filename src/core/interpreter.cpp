@@ -525,6 +525,7 @@ std::shared_ptr<InterpreterState> detail::create_owned(const Config& config,
     // A pool's interpreter is the pool's before anyone can find it (and,
     // say, close it when a listing's last reference to it goes).
     state->worker_thread_ = worker;
+    state->counted_ = config.close_when_unreferenced;
     detail::register_owned(state);
     PyEval_SaveThread();
     // Attaching a thread state binds it to the thread's PyGILState slot
@@ -639,7 +640,6 @@ void Interpreter::close() { close_state(state_); }
 void Interpreter::incref() {
   std::lock_guard lock(state_->mu_);
   ++state_->refs_;
-  state_->counted_ = true;
 }
 
 void Interpreter::decref() {
@@ -716,6 +716,13 @@ std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
 }
 
 void shutdown() {
+  // Once per process, whoever calls first: the package's exit hook, a host,
+  // or both (one core, one runtime). A later or concurrent call returns at
+  // once, as does a call after Python has finalized (a host that calls it
+  // after Py_FinalizeEx(): the package's exit hook ran then, if the package
+  // was imported, and otherwise CPython's finalization ended what was left).
+  static std::atomic<bool> started{false};
+  if (!Py_IsInitialized() || started.exchange(true)) return;
   detail::note_exit_thread();
   // Calls blocked in queues and channels (say, a daemon thread's worker
   // waiting for its next task) return with an error, so that their

@@ -50,7 +50,7 @@ class InterpreterState {
   int attached_ = 0;              // threads with a thread state of it attached
   bool closed_ = false;
   std::int64_t refs_ = 0;
-  bool counted_ = false;   // refs_ has been raised at least once
+  bool counted_ = false;   // Config::close_when_unreferenced: refs_ govern its life
   std::int64_t holds_ = 0;  // handles in transit (InterpreterHold)
   bool close_when_released_ = false;  // refs_ went to zero while running
   // Set for the interpreter of a pool worker: only that thread runs code in

@@ -10,6 +10,7 @@
 // loader, and the first to be used claims the process; the others refuse.
 #include <dlfcn.h>
 #include <link.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <mutex>
@@ -25,7 +26,13 @@ struct subinterp_core_marker {
   int claimed;        // set (atomically) by the copy that serves the process
   const char* build;  // SUBINTERP_BUILD_ID of this copy
 };
-SUBINTERP_API subinterp_core_marker subinterp_core_marker_v1 = {1, 0, SUBINTERP_BUILD_ID};
+// This copy refers to its own marker by a hidden name: the exported one may
+// be interposed by another copy's (a static host exports its marker from the
+// executable, which comes first in the loader's search).
+__attribute__((visibility("hidden"))) subinterp_core_marker subinterp_core_own_marker = {
+    1, 0, SUBINTERP_BUILD_ID};
+extern SUBINTERP_API subinterp_core_marker subinterp_core_marker_v1
+    __attribute__((alias("subinterp_core_own_marker")));
 }
 
 namespace subinterp {
@@ -34,11 +41,19 @@ namespace {
 
 std::string file_of(const void* address) {
   Dl_info info{};
-  if (address != nullptr && dladdr(address, &info) != 0 && info.dli_fname != nullptr &&
-      info.dli_fname[0] != '\0') {
-    return info.dli_fname;
+  link_map* map = nullptr;
+  if (address == nullptr ||
+      dladdr1(address, &info, reinterpret_cast<void**>(&map), RTLD_DL_LINKMAP) == 0) {
+    return "(unknown file)";
   }
-  return "(unknown file)";
+  if (map != nullptr && (map->l_name == nullptr || map->l_name[0] == '\0')) {
+    // The program itself (a host with the static core): dladdr gives argv[0].
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) return std::string(exe, static_cast<std::size_t>(n));
+  }
+  return info.dli_fname != nullptr && info.dli_fname[0] != '\0' ? info.dli_fname
+                                                                  : "(unknown file)";
 }
 
 int collect_object(dl_phdr_info* info, std::size_t, void* data) {
@@ -58,7 +73,7 @@ std::vector<subinterp_core_marker*> other_markers() {
     if (handle == nullptr) continue;
     auto* marker = static_cast<subinterp_core_marker*>(dlsym(handle, "subinterp_core_marker_v1"));
     dlclose(handle);
-    if (marker == nullptr || marker == &subinterp_core_marker_v1) continue;
+    if (marker == nullptr || marker == &subinterp_core_own_marker) continue;
     bool known = false;
     for (auto* m : found) known = known || m == marker;
     if (!known) found.push_back(marker);
@@ -79,7 +94,7 @@ const std::string& claim_result() {
     for (auto* other : other_markers()) {
       if (__atomic_load_n(&other->claimed, __ATOMIC_ACQUIRE) != 0) {
         *refusal = "two copies of the subinterp core in one process: " + describe(other) +
-                   " serves it, and " + describe(&subinterp_core_marker_v1) +
+                   " serves it, and " + describe(&subinterp_core_own_marker) +
                    " was loaded too. A process can have one registry of interpreters, "
                    "queues and pools: link the host against the shared libsubinterp that "
                    "the subinterp package uses, and build both from the same release "
@@ -87,7 +102,7 @@ const std::string& claim_result() {
         return;
       }
     }
-    __atomic_store_n(&subinterp_core_marker_v1.claimed, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&subinterp_core_own_marker.claimed, 1, __ATOMIC_RELEASE);
   });
   return *refusal;
 }
@@ -113,8 +128,8 @@ void require_core_build(const char* expected_build, const void* user_address) {
 
 }  // namespace detail
 
-const char* core_build() noexcept { return subinterp_core_marker_v1.build; }
+const char* core_build() noexcept { return subinterp_core_own_marker.build; }
 
-std::string core_path() { return detail::file_of(&subinterp_core_marker_v1); }
+std::string core_path() { return detail::file_of(&subinterp_core_own_marker); }
 
 }  // namespace subinterp

@@ -187,7 +187,11 @@ PyObject* m_create(PyObject* module, PyObject* args, PyObject* kwargs) {
     return nullptr;
   }
   return entry(module, [&] {
-    si::Interpreter interp = si::Interpreter::create(si::Config{isolated != 0});
+    si::Config config;
+    config.isolated = isolated != 0;
+    // Its Python objects (subinterp.Interpreter) hold references to it.
+    config.close_when_unreferenced = true;
+    si::Interpreter interp = si::Interpreter::create(config);
     return PyLong_FromLongLong(interp.id());
   });
 }
@@ -470,6 +474,17 @@ PyMethodDef methods[] = {
 
 
 int module_exec(PyObject* module) {
+  // One core per process: refuse to load where the process has another core
+  // than the one this extension was built for. Here rather than in
+  // PyInit__subinterp: CPython 3.13 runs that in the main interpreter for an
+  // import in a sub-interpreter, and an exception raised there crashes the
+  // process when it reaches the sub-interpreter.
+  try {
+    subinterp::require_core_build(&module_def);
+  } catch (const subinterp::Error& e) {
+    PyErr_SetString(PyExc_ImportError, e.what());
+    return -1;
+  }
   ModuleState* st = state_of(module);
   *st = ModuleState{};
   st->known = new (std::nothrow) std::unordered_map<std::int64_t, PyObject*>();
@@ -561,14 +576,4 @@ PyModuleDef module_def = {
 
 }  // namespace subinterp_ext
 
-// Refuses to load (ImportError) where the process has another subinterp
-// core than the one this extension was built for: one core per process.
-PyMODINIT_FUNC PyInit__subinterp() {
-  try {
-    subinterp::require_core_build(&subinterp_ext::module_def);
-  } catch (const subinterp::Error& e) {
-    PyErr_SetString(PyExc_ImportError, e.what());
-    return nullptr;
-  }
-  return PyModuleDef_Init(&subinterp_ext::module_def);
-}
+PyMODINIT_FUNC PyInit__subinterp() { return PyModuleDef_Init(&subinterp_ext::module_def); }
