@@ -24,7 +24,7 @@ def import_subinterp():
     Honours PYTHONPATH first. Otherwise looks for an optimised,
     unsanitised build directory (build/<name>/CMakeCache.txt says Release or
     RelWithDebInfo) holding an extension built for *this* Python
-    (build/<name>/python/_subinterp.<tag>*.so), and uses it with the package
+    (build/<name>/python/subinterp/_subinterp.<tag>*.so), and uses it with the package
     in python/; of several, the most recently built one, since an older
     build tree may lack what the package in python/ needs. Returns the
     module, or raises ImportError with a hint.
@@ -74,7 +74,7 @@ def _build_type(builddir):
 
 def describe_subinterp(mod):
     """Where subinterp and its extension came from, and the build type."""
-    ext = sys.modules.get("_subinterp")
+    ext = sys.modules.get("subinterp._subinterp") or sys.modules.get("_subinterp")
     ext_file = getattr(ext, "__file__", None)
     if not ext_file:
         return where(mod)

@@ -442,10 +442,11 @@ def memory_child(kind, method):
 def run_memory_child(subinterp, kind, method):
     env = dict(os.environ)
     # The child imports the same subinterp as this process.
-    ext = sys.modules.get("_subinterp")
     paths = [os.path.dirname(os.path.dirname(subinterp.__file__))]
+    ext = sys.modules.get("subinterp._subinterp")
     if getattr(ext, "__file__", None):
-        paths.insert(0, os.path.dirname(ext.__file__))
+        # <build>/python/subinterp/_subinterp...so: <build>/python goes first
+        paths.insert(0, os.path.dirname(os.path.dirname(ext.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
         paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", kind,
