@@ -73,7 +73,9 @@ endforeach()
 # --- one core per process: C++ hosts and a C++ extension of the tests that
 # meet the subinterp package in one process (tests/hosts).
 #   _subinterp_probe     an extension module that uses the C++ API (loaded by
-#                        tests/python/test_one_core.py from <build>/tests/probe)
+#                        tests/python/test_one_core.py from <build>/tests/probe),
+#                        and _subinterp_probe_other, the same built for another
+#                        release
 #   host.static_core     a host with the static core: the package refuses it
 #   host.shutdown_*      shutdown() once, host or package first
 set(_hosts "${PROJECT_SOURCE_DIR}/tests/hosts")
@@ -83,6 +85,20 @@ set_target_properties(_subinterp_probe PROPERTIES
   LIBRARY_OUTPUT_DIRECTORY "$<1:${PROJECT_BINARY_DIR}/tests/probe>"
   CXX_VISIBILITY_PRESET hidden)
 subinterp_warnings(_subinterp_probe)
+
+# The same module built against the headers of another release (only the
+# version differs): importing it must fail with both builds named.
+set(_other_include "${PROJECT_BINARY_DIR}/tests/other-release/include")
+file(READ "${SUBINTERP_GENERATED_INCLUDE_DIR}/subinterp/version.hpp" _version_hpp)
+string(REPLACE "\"${PROJECT_VERSION}\"" "\"${PROJECT_VERSION}-other\"" _version_hpp "${_version_hpp}")
+file(CONFIGURE OUTPUT "${_other_include}/subinterp/version.hpp" CONTENT "${_version_hpp}" @ONLY)
+Python_add_library(_subinterp_probe_other MODULE WITH_SOABI "${_hosts}/probe_module.cpp")
+target_include_directories(_subinterp_probe_other BEFORE PRIVATE "${_other_include}")
+target_compile_definitions(_subinterp_probe_other PRIVATE PROBE_NAME=_subinterp_probe_other)
+target_link_libraries(_subinterp_probe_other PRIVATE subinterp::core)
+set_target_properties(_subinterp_probe_other PROPERTIES
+  LIBRARY_OUTPUT_DIRECTORY "$<1:${PROJECT_BINARY_DIR}/tests/probe>"
+  CXX_VISIBILITY_PRESET hidden)
 
 subinterp_program(shutdown_host "${_hosts}/shutdown_host.cpp")
 set_target_properties(shutdown_host PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests")

@@ -12,6 +12,17 @@
 
 namespace si = subinterp;
 
+// The tests also build this module as _subinterp_probe_other, against the
+// headers of another release (a different SUBINTERP_BUILD_ID): it must refuse
+// to load.
+#ifndef PROBE_NAME
+#define PROBE_NAME _subinterp_probe
+#endif
+#define PROBE_STR_(x) #x
+#define PROBE_STR(x) PROBE_STR_(x)
+#define PROBE_INIT_(x) PyInit_##x
+#define PROBE_INIT(x) PROBE_INIT_(x)
+
 namespace {
 
 // Runs `body`; C++ errors become RuntimeError (their message), Python errors
@@ -113,9 +124,9 @@ PyModuleDef_Slot slots[] = {
     {0, nullptr},
 };
 
-PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_subinterp_probe", nullptr, 0, methods, slots,
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, PROBE_STR(PROBE_NAME), nullptr, 0, methods, slots,
                           nullptr, nullptr, nullptr};
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__subinterp_probe() { return PyModuleDef_Init(&module_def); }
+PyMODINIT_FUNC PROBE_INIT(PROBE_NAME)() { return PyModuleDef_Init(&module_def); }

@@ -92,6 +92,27 @@ class CppCodeSeesThePackagesObjects(TestBase):
                 self.assertIn(worker, listed)
 
 
+class AnotherBuildIsRefused(TestBase):
+
+    def test_extension_built_for_another_release(self):
+        import_probe()  # puts its folder on sys.path
+        with self.assertRaises(ImportError) as cm:
+            import _subinterp_probe_other  # noqa: F401
+        message = str(cm.exception)
+        self.assertIn('_subinterp_probe_other', message)  # its file
+        self.assertIn(f'the subinterp core in this process, {import_probe().core_path()}, is',
+                      message)
+        self.assertIn(f'subinterp {subinterp_version()}-other for CPython', message)
+        self.assertIn(f'is subinterp {subinterp_version()} for CPython', message)
+        # The process goes on with its one core.
+        self.assertEqual(subinterp.create().call(abs, -1), 1)
+
+
+def subinterp_version():
+    with open(os.path.join(SOURCE_DIR, 'pyproject.toml')) as f:
+        return re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
+
+
 class ShutdownRunsOnce(ScriptTestBase):
 
     PRELUDE = textwrap.dedent(f'''
