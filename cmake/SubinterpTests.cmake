@@ -170,5 +170,23 @@ if(SUBINTERP_SANITIZE STREQUAL "")
              -P "${PROJECT_SOURCE_DIR}/cmake/PipInstallTest.cmake")
   set_tests_properties(install.pip PROPERTIES
     LABELS "install;python"
-    TIMEOUT 900)
+    TIMEOUT 900
+    FIXTURES_SETUP subinterp_wheel)
+
+  # One core, whoever loads first: the find_package consumer (linked with the
+  # library installed by cmake --install) imports the package installed by
+  # pip in the test above, whose extension carries its own copy of the
+  # library: the loader gives it the host's, and the two share one registry.
+  if(SUBINTERP_INSTALL)
+    set_tests_properties(install.find_package PROPERTIES FIXTURES_SETUP subinterp_consumer)
+    add_test(NAME install.host_imports_the_wheel
+             COMMAND "${PROJECT_BINARY_DIR}/find-package-test/build/consumer"
+                     "${PROJECT_BINARY_DIR}/pip-install-test/venv/lib/python${SUBINTERP_PYTHON_TAG}/site-packages")
+    set_tests_properties(install.host_imports_the_wheel PROPERTIES
+      LABELS install
+      TIMEOUT ${SUBINTERP_TEST_TIMEOUT}
+      FIXTURES_REQUIRED "subinterp_wheel;subinterp_consumer"
+      # Not the build tree's package: the wheel's.
+      ENVIRONMENT "PYTHONNOUSERSITE=1;PYTHONDONTWRITEBYTECODE=1")
+  endif()
 endif()
