@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev
   libgmock-dev
   libbenchmark-dev
+  libboost-dev
 )
 
 missing=()

@@ -97,6 +97,16 @@ class SUBINTERP_API Interpreter {
   // when the interpreter is closed.
   void visit(const std::function<void()>& fn);
 
+  // Gives the calling thread a thread state of this interpreter that it keeps
+  // until unpin_thread() on this thread, the thread's exit, or the
+  // interpreter's end: visit(), exec() and call() on this thread reuse it
+  // instead of making one per call (which a thread with no thread state
+  // attached otherwise gets). For threads that serve one interpreter for a
+  // long time, such as a server's workers. Must be called with no thread
+  // state of this interpreter attached.
+  void pin_thread();
+  void unpin_thread();
+
   // Ends the interpreter. Throws InterpreterError if it is running or is the
   // main interpreter, InterpreterNotFound if already closed. Waits for
   // short-lived attachments (value rebuilds) to finish.

@@ -637,6 +637,10 @@ void Interpreter::visit(const std::function<void()>& fn) {
 
 void Interpreter::close() { close_state(state_); }
 
+void Interpreter::pin_thread() { detail::pin_thread_state(state_); }
+
+void Interpreter::unpin_thread() { detail::unpin_thread_state(state_); }
+
 void Interpreter::incref() {
   std::lock_guard lock(state_->mu_);
   ++state_->refs_;

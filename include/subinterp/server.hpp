@@ -1,0 +1,93 @@
+// A WSGI server whose workers are sub-interpreters (libsubinterp_server).
+//
+// One process serves a WSGI application (PEP 3333) on every core: each
+// worker is an isolated interpreter that imports the application once, and
+// runs it on `threads` threads of its own, each keeping one thread state.
+// HTTP is Boost.Beast's; connections are served by all worker threads
+// together (one Asio io_context), so a slow request holds only its own
+// thread, never the other connections.
+//
+// The Python entry points (`python -m subinterp serve`, subinterp.serve())
+// wrap this class. A C++ host that embeds Python uses it directly:
+//
+//   subinterp::server::Options options;
+//   options.app = "myapp:application";
+//   options.binds = {"127.0.0.1:8000"};
+//   subinterp::server::Server server(options);
+//   for (auto& a : server.start()) std::printf("Listening at: %s\n", a.c_str());
+//   server.wait();                  // until stop() (from a signal handler, say)
+//
+// Python must be initialized, with no thread state attached on the calling
+// thread during start(), wait() and stop().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "subinterp/export.hpp"
+
+namespace subinterp::server {
+
+struct Options {
+  // "MODULE:VARIABLE": the WSGI callable (VARIABLE defaults to
+  // "application"; "MODULE:func()" calls func to make it).
+  std::string app;
+  // "HOST:PORT", "[IPv6]:PORT", "unix:PATH"; port 0 picks a free port.
+  std::vector<std::string> binds = {"127.0.0.1:8000"};
+  std::size_t workers = 0;  // 0: one per core
+  std::size_t threads = 1;  // per worker, sharing its GIL
+  int backlog = 2048;
+  double keep_alive = 2.0;          // s an idle connection is kept
+  double graceful_timeout = 30.0;   // s in-flight requests get on a graceful stop
+  double read_timeout = 30.0;       // s a client may take to send a request
+  // gunicorn's limits (0: no limit).
+  std::size_t limit_request_line = 4094;
+  std::size_t limit_request_fields = 100;
+  std::size_t limit_request_field_size = 8190;
+  std::uint64_t limit_request_body = 0;
+  // Folders put first on sys.path in every worker, and the working folder.
+  std::vector<std::string> pythonpath;
+  // Where log lines go (each without its newline); empty: stderr.
+  std::function<void(std::string_view)> error_log;
+  // Access log lines in gunicorn's default format; empty: none.
+  std::function<void(std::string_view)> access_log;
+  // Remote addresses whose X-Forwarded-For / X-Forwarded-Proto are honoured
+  // ("*" for all).
+  std::vector<std::string> forwarded_allow_ips = {"127.0.0.1", "::1"};
+};
+
+class ServerState;
+
+class SUBINTERP_API Server {
+ public:
+  explicit Server(Options options);
+  // Stops (quickly) if still running.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Creates the workers (each imports the application: an import error is
+  // thrown as subinterp::ExecutionFailed), binds and listens, starts the
+  // threads. Returns the addresses it listens at, as URLs
+  // ("http://127.0.0.1:43121", "unix:/run/app.sock"), real ports included.
+  std::vector<std::string> start();
+  // Stops accepting. Graceful: requests in flight finish (within the
+  // graceful timeout), idle connections are closed. Otherwise connections
+  // are closed at once. Returns at once; wait() waits. Any thread, also a
+  // signal handler's (async-signal-safe: it only writes to a pipe).
+  void stop(bool graceful) noexcept;
+  // Blocks until stopped and every thread and worker has ended.
+  void wait();
+  // Requests answered so far.
+  std::uint64_t requests() const noexcept;
+
+ private:
+  std::shared_ptr<ServerState> state_;
+};
+
+}  // namespace subinterp::server

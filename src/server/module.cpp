@@ -1,0 +1,301 @@
+// subinterp._server: the Python face of subinterp::server::Server, for the
+// `subinterp.server` module and `python -m subinterp serve`.
+//
+//   server = Server(app=..., binds=[...], workers=..., ...)
+//   urls = server.start()          # listening from here on
+//   server.wait(signals=True)      # until SIGTERM (graceful), SIGINT/SIGQUIT
+//   server.stop(graceful)          # from another thread
+#include <Python.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "subinterp/error.hpp"
+#include "subinterp/server.hpp"
+
+namespace si = subinterp;
+namespace srv = subinterp::server;
+
+namespace {
+
+struct ServerObject {
+  PyObject_HEAD
+  srv::Server* server;
+  std::FILE* access_file;
+  std::FILE* error_file;
+  bool own_access;
+  bool own_error;
+  std::mutex* mu;
+};
+
+// The server whose wait() handles signals (one at a time per process).
+std::atomic<srv::Server*> g_signalled{nullptr};
+
+void on_signal(int sig) {
+  srv::Server* s = g_signalled.load();
+  if (s != nullptr) s->stop(sig == SIGTERM);
+}
+
+PyObject* error_from_cpp(const std::exception& e) {
+  if (auto* failed = dynamic_cast<const si::ExecutionFailed*>(&e)) {
+    PyErr_Format(PyExc_RuntimeError, "the application failed to load in a worker:\n%s",
+                 failed->snapshot().errdisplay.c_str());
+  } else {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+std::string str_item(PyObject* kwargs, const char* key, const char* fallback) {
+  PyObject* v = kwargs ? PyDict_GetItemString(kwargs, key) : nullptr;
+  if (v == nullptr || v == Py_None) return fallback;
+  const char* s = PyUnicode_AsUTF8(v);
+  if (s == nullptr) throw si::py::PythonError();
+  return s;
+}
+
+template <class T>
+T num_item(PyObject* kwargs, const char* key, T fallback) {
+  PyObject* v = kwargs ? PyDict_GetItemString(kwargs, key) : nullptr;
+  if (v == nullptr || v == Py_None) return fallback;
+  if constexpr (std::is_floating_point_v<T>) {
+    double d = PyFloat_AsDouble(v);
+    if (d == -1.0 && PyErr_Occurred()) throw si::py::PythonError();
+    if (d < 0) {
+      PyErr_Format(PyExc_ValueError, "%s must not be negative", key);
+      throw si::py::PythonError();
+    }
+    return static_cast<T>(d);
+  } else {
+    long long n = PyLong_AsLongLong(v);
+    if (n == -1 && PyErr_Occurred()) throw si::py::PythonError();
+    if (n < 0) {
+      PyErr_Format(PyExc_ValueError, "%s must not be negative", key);
+      throw si::py::PythonError();
+    }
+    return static_cast<T>(n);
+  }
+}
+
+std::vector<std::string> list_item(PyObject* kwargs, const char* key,
+                                   std::vector<std::string> fallback) {
+  PyObject* v = kwargs ? PyDict_GetItemString(kwargs, key) : nullptr;
+  if (v == nullptr || v == Py_None) return fallback;
+  si::py::ref seq = si::py::check(PySequence_Fast(v, "expected a list of str"));
+  std::vector<std::string> out;
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq.get()); ++i) {
+    const char* s = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq.get(), i));
+    if (s == nullptr) throw si::py::PythonError();
+    out.emplace_back(s);
+  }
+  return out;
+}
+
+// "-": the standard stream; a path: appended to; "": none.
+std::FILE* open_log(const std::string& where, std::FILE* dash, bool& own) {
+  own = false;
+  if (where.empty()) return nullptr;
+  if (where == "-") return dash;
+  std::FILE* f = std::fopen(where.c_str(), "a");
+  if (f == nullptr) {
+    PyErr_SetFromErrnoWithFilename(PyExc_OSError, where.c_str());
+    throw si::py::PythonError();
+  }
+  own = true;
+  return f;
+}
+
+void write_line(std::mutex* mu, std::FILE* f, std::string_view line) {
+  std::lock_guard lock(*mu);
+  std::fwrite(line.data(), 1, line.size(), f);
+  std::fputc('\n', f);
+  std::fflush(f);
+}
+
+int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  if (PyTuple_GET_SIZE(args) != 0) {
+    PyErr_SetString(PyExc_TypeError, "Server() takes keyword arguments only");
+    return -1;
+  }
+  try {
+    srv::Options o;
+    o.app = str_item(kwargs, "app", "");
+    o.binds = list_item(kwargs, "binds", o.binds);
+    o.workers = num_item<std::size_t>(kwargs, "workers", 0);
+    o.threads = num_item<std::size_t>(kwargs, "threads", 1);
+    o.backlog = num_item<int>(kwargs, "backlog", o.backlog);
+    o.keep_alive = num_item<double>(kwargs, "keep_alive", o.keep_alive);
+    o.graceful_timeout = num_item<double>(kwargs, "graceful_timeout", o.graceful_timeout);
+    o.read_timeout = num_item<double>(kwargs, "read_timeout", o.read_timeout);
+    o.limit_request_line = num_item<std::size_t>(kwargs, "limit_request_line", o.limit_request_line);
+    o.limit_request_fields =
+        num_item<std::size_t>(kwargs, "limit_request_fields", o.limit_request_fields);
+    o.limit_request_field_size =
+        num_item<std::size_t>(kwargs, "limit_request_field_size", o.limit_request_field_size);
+    o.limit_request_body = num_item<std::uint64_t>(kwargs, "limit_request_body", 0);
+    o.pythonpath = list_item(kwargs, "pythonpath", {});
+    o.forwarded_allow_ips = list_item(kwargs, "forwarded_allow_ips", o.forwarded_allow_ips);
+    self->mu = new std::mutex();
+    self->access_file = open_log(str_item(kwargs, "access_log", ""), stdout, self->own_access);
+    self->error_file = open_log(str_item(kwargs, "error_log", "-"), stderr, self->own_error);
+    std::mutex* mu = self->mu;
+    if (std::FILE* f = self->access_file) {
+      o.access_log = [mu, f](std::string_view line) { write_line(mu, f, line); };
+    }
+    if (std::FILE* f = self->error_file) {
+      o.error_log = [mu, f](std::string_view line) { write_line(mu, f, line); };
+    } else {
+      o.error_log = [](std::string_view) {};
+    }
+    self->server = new srv::Server(std::move(o));
+    return 0;
+  } catch (si::py::PythonError& e) {
+    e.restore();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+  }
+  return -1;
+}
+
+PyObject* server_start(PyObject* self_obj, PyObject*) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  if (self->server == nullptr) return PyErr_Format(PyExc_RuntimeError, "not initialized");
+  try {
+    std::vector<std::string> urls = self->server->start();
+    si::py::ref list = si::py::check(PyList_New(0));
+    for (const auto& u : urls) {
+      si::py::ref s = si::py::check(PyUnicode_FromString(u.c_str()));
+      si::py::check(PyList_Append(list.get(), s.get()));
+    }
+    return list.release();
+  } catch (si::py::PythonError& e) {
+    e.restore();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_from_cpp(e);
+  }
+}
+
+PyObject* server_wait(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  static const char* kwlist[] = {"signals", nullptr};
+  int signals = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:wait", const_cast<char**>(kwlist),
+                                   &signals)) {
+    return nullptr;
+  }
+  if (self->server == nullptr) return PyErr_Format(PyExc_RuntimeError, "not initialized");
+  struct sigaction old_term {}, old_int {}, old_quit {};
+  if (signals) {
+    srv::Server* expected = nullptr;
+    if (!g_signalled.compare_exchange_strong(expected, self->server)) {
+      return PyErr_Format(PyExc_RuntimeError, "another server handles the signals");
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGQUIT, &sa, &old_quit);
+  }
+  try {
+    self->server->wait();
+  } catch (const std::exception& e) {
+    error_from_cpp(e);
+  }
+  if (signals) {
+    sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGQUIT, &old_quit, nullptr);
+    g_signalled.store(nullptr);
+  }
+  if (PyErr_Occurred()) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyObject* server_stop(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  static const char* kwlist[] = {"graceful", nullptr};
+  int graceful = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:stop", const_cast<char**>(kwlist),
+                                   &graceful)) {
+    return nullptr;
+  }
+  if (self->server != nullptr) self->server->stop(graceful != 0);
+  Py_RETURN_NONE;
+}
+
+PyObject* server_requests(PyObject* self_obj, void*) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  return PyLong_FromUnsignedLongLong(self->server ? self->server->requests() : 0);
+}
+
+void server_dealloc(PyObject* self_obj) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  PyTypeObject* type = Py_TYPE(self_obj);
+  if (self->server != nullptr) {
+    Py_BEGIN_ALLOW_THREADS;
+    delete self->server;
+    Py_END_ALLOW_THREADS;
+  }
+  if (self->own_access && self->access_file) std::fclose(self->access_file);
+  if (self->own_error && self->error_file) std::fclose(self->error_file);
+  delete self->mu;
+  type->tp_free(self_obj);
+  Py_DECREF(type);
+}
+
+PyMethodDef server_methods[] = {
+    {"start", server_start, METH_NOARGS, "start() -> list of URLs listened at"},
+    {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_wait)),
+     METH_VARARGS | METH_KEYWORDS,
+     "wait(signals=False): until stopped; with signals, SIGTERM stops gracefully and "
+     "SIGINT/SIGQUIT at once"},
+    {"stop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_stop)),
+     METH_VARARGS | METH_KEYWORDS, "stop(graceful=True)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef server_getset[] = {
+    {"requests", server_requests, nullptr, "requests answered so far", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyType_Slot server_slots[] = {
+    {Py_tp_init, reinterpret_cast<void*>(server_init)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(server_dealloc)},
+    {Py_tp_methods, server_methods},
+    {Py_tp_getset, server_getset},
+    {Py_tp_doc, const_cast<char*>("A WSGI server whose workers are sub-interpreters.")},
+    {0, nullptr},
+};
+
+PyType_Spec server_spec = {"subinterp._server.Server", sizeof(ServerObject), 0,
+                           Py_TPFLAGS_DEFAULT, server_slots};
+
+int module_exec(PyObject* module) {
+  PyObject* type = PyType_FromModuleAndSpec(module, &server_spec, nullptr);
+  if (type == nullptr) return -1;
+  int rc = PyModule_AddObjectRef(module, "Server", type);
+  Py_DECREF(type);
+  return rc;
+}
+
+PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, reinterpret_cast<void*>(module_exec)},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    {0, nullptr},
+};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "subinterp._server",
+                          "The WSGI server of subinterp (use subinterp.server).", 0, nullptr,
+                          slots, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__server() { return PyModuleDef_Init(&module_def); }

@@ -1,0 +1,615 @@
+// The server: acceptors, connections (one Session each, Beast's parser and
+// serializer), and the threads that serve them.
+//
+// Every worker thread runs the one io_context: the thread that completes a
+// request's read runs the application at once, in its own worker's
+// interpreter (no hand-off between an I/O thread and a worker), while the
+// other threads go on serving the other connections.
+#include "subinterp/server.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <utility>  // before Asio: 1.74 uses std::exchange without it
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "parser.hpp"
+#include "subinterp/error.hpp"
+#include "subinterp/thread_state.hpp"
+#include "worker.hpp"
+
+namespace subinterp::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using Protocol = net::generic::stream_protocol;
+using Acceptor = net::basic_socket_acceptor<Protocol>;
+using Stream = beast::basic_stream<Protocol, net::any_io_executor, beast::unlimited_rate_policy>;
+
+namespace {
+
+std::string now_for_log() {
+  char buf[64];
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %z", &tm);
+  return buf;
+}
+
+std::string now_for_access_log() {
+  char buf[64];
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "[%d/%b/%Y:%H:%M:%S %z]", &tm);
+  return buf;
+}
+
+// "HOST:PORT", "[v6]:PORT", "unix:PATH" -> a generic endpoint.
+Protocol::endpoint parse_bind(const std::string& spec, std::string& unix_path) {
+  if (spec.rfind("unix:", 0) == 0) {
+    unix_path = spec.substr(5);
+    if (unix_path.empty()) throw Error("bind '" + spec + "': empty unix socket path");
+    return Protocol::endpoint(net::local::stream_protocol::endpoint(unix_path));
+  }
+  std::string host, port;
+  if (!spec.empty() && spec[0] == '[') {
+    std::size_t end = spec.find(']');
+    if (end == std::string::npos || end + 1 >= spec.size() || spec[end + 1] != ':') {
+      throw Error("bind '" + spec + "': expected [IPv6]:PORT");
+    }
+    host = spec.substr(1, end - 1);
+    port = spec.substr(end + 2);
+  } else {
+    std::size_t colon = spec.rfind(':');
+    if (colon == std::string::npos) {
+      host = spec;
+      port = "8000";
+    } else {
+      host = spec.substr(0, colon);
+      port = spec.substr(colon + 1);
+    }
+  }
+  if (host.empty() || host == "localhost") host = "127.0.0.1";
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
+    throw Error("bind '" + spec + "': bad port '" + port + "'");
+  }
+  boost::system::error_code ec;
+  net::ip::address address = net::ip::make_address(host, ec);
+  if (ec) throw Error("bind '" + spec + "': '" + host + "' is not an IP address");
+  return Protocol::endpoint(net::ip::tcp::endpoint(address, static_cast<unsigned short>(p)));
+}
+
+// Address and port of a socket address, as text.
+std::pair<std::string, std::string> describe(const Protocol::endpoint& ep) {
+  const sockaddr* sa = ep.data();
+  char host[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    return {host, std::to_string(ntohs(in->sin_port))};
+  }
+  if (sa->sa_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    return {host, std::to_string(ntohs(in6->sin6_port))};
+  }
+  return {"", ""};
+}
+
+int status_for(const beast::error_code& ec, detail::Refusal refusal) {
+  switch (refusal) {
+    case detail::Refusal::line_too_long: return 414;
+    case detail::Refusal::too_many_fields:
+    case detail::Refusal::field_too_large: return 431;
+    case detail::Refusal::none: break;
+  }
+  if (ec == http::error::header_limit) return 431;
+  if (ec == http::error::body_limit) return 413;
+  return 400;
+}
+
+const char* reason_for(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+  }
+}
+
+}  // namespace
+
+class Session;
+
+class ServerState : public std::enable_shared_from_this<ServerState> {
+ public:
+  explicit ServerState(Options o) : options(std::move(o)) {
+    if (options.workers == 0) {
+      options.workers = std::max(1u, std::thread::hardware_concurrency());
+    }
+    if (options.threads == 0) options.threads = 1;
+    limits.request_line = options.limit_request_line;
+    limits.fields = options.limit_request_fields;
+    limits.field_size = options.limit_request_field_size;
+    limits.body = options.limit_request_body;
+  }
+
+  void log(const char* level, const std::string& message) {
+    std::string line = "[" + now_for_log() + "] [" + std::to_string(getpid()) + "] [" + level +
+                       "] " + message;
+    if (options.error_log) {
+      options.error_log(line);
+    } else {
+      std::lock_guard lock(log_mu);
+      std::fprintf(stderr, "%s\n", line.c_str());
+      std::fflush(stderr);
+    }
+  }
+
+  void access(const std::string& line) {
+    if (options.access_log) options.access_log(line);
+  }
+
+  void accept(std::size_t index);
+  void on_stop_signal();
+  void begin_stop(bool graceful);
+  void session_ended(Session* s);
+  bool allowed_forwarder(const std::string& addr) const {
+    for (const auto& a : options.forwarded_allow_ips) {
+      if (a == "*" || a == addr) return true;
+    }
+    return false;
+  }
+
+  Options options;
+  detail::Limits limits;
+  net::io_context io;
+  std::vector<std::unique_ptr<Acceptor>> acceptors;
+  std::vector<std::string> unix_paths;
+  std::vector<std::unique_ptr<detail::Worker>> workers;
+  std::vector<std::thread> threads;
+  int stop_pipe[2] = {-1, -1};
+  std::optional<net::posix::stream_descriptor> stop_reader;
+  char stop_byte = 0;
+  std::optional<net::steady_timer> grace_timer;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> graceful{true};
+  std::atomic<std::uint64_t> served{0};
+  std::mutex sessions_mu;
+  std::set<std::shared_ptr<Session>> sessions;
+  std::mutex log_mu;
+  bool started = false;
+  bool waited = false;
+};
+
+namespace {
+thread_local detail::Worker* t_worker = nullptr;
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(ServerState& server, Protocol::socket socket, detail::Peer peer)
+      : server_(server), stream_(std::move(socket)), peer_(std::move(peer)) {}
+
+  void start() { read_header(); }
+
+  // Closes an idle connection now; a busy one after its response.
+  void close_when_idle() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->idle_) self->close();
+    });
+  }
+  void close_now() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+  }
+
+ private:
+  void read_header() {
+    idle_ = true;
+    if (server_.stopping.load()) return close();
+    parser_.emplace(server_.limits);
+    stream_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(requests_ == 0 ? server_.options.read_timeout
+                                                     : server_.options.keep_alive)));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->on_header(ec);
+                            });
+  }
+
+  void on_header(beast::error_code ec) {
+    idle_ = false;
+    if (ec) return on_read_error(ec);
+    if (parser_->expect_continue && parser_->version >= 11 && !parser_->is_done()) {
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+      http::async_write(stream_, *cont,
+                        [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
+                          if (wec) return self->close();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    stream_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(server_.options.read_timeout)));
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (ec) return self->on_read_error(ec);
+                       self->handle();
+                     });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == net::error::operation_aborted || ec == net::error::connection_reset ||
+        ec == net::error::eof || (ec == http::error::partial_message && buffer_.size() == 0)) {
+      return close();
+    }
+    int status = status_for(ec, parser_ ? parser_->refusal : detail::Refusal::none);
+    server_.log("DEBUG", "refused a request from " + peer_.remote_addr + ": " + ec.message());
+    send_error(status);
+  }
+
+  void send_error(int status) {
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(status), 11);
+    res->reason(reason_for(status));
+    res->set(http::field::server, "subinterp");
+    res->set(http::field::content_type, "text/plain");
+    res->set(http::field::connection, "close");
+    res->body() = std::string(reason_for(status)) + "\n";
+    res->prepare_payload();
+    stream_.expires_after(std::chrono::seconds(5));
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, std::size_t) {
+      self->close();
+    });
+  }
+
+  void handle() {
+    const detail::RequestParser& req = *parser_;
+    bool keep = parser_->keep_alive() && !server_.stopping.load();
+    detail::Peer peer = peer_;
+    bool https = false;
+    if (server_.allowed_forwarder(peer_.remote_addr)) {
+      for (const auto& [name, value] : req.fields) {
+        if (beast::iequals(name, "x-forwarded-for")) {
+          std::string first = value.substr(0, value.find(','));
+          while (!first.empty() && first.front() == ' ') first.erase(0, 1);
+          while (!first.empty() && first.back() == ' ') first.pop_back();
+          if (!first.empty()) peer.remote_addr = first;
+        } else if (beast::iequals(name, "x-forwarded-proto")) {
+          https = beast::iequals(value, "https");
+        }
+      }
+    }
+    detail::Response r;
+    try {
+      r = t_worker->handle(req, peer, https);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+      r.status = 500;
+      r.reason = "Internal Server Error";
+      r.body = "Internal Server Error\n";
+      r.headers = {{"Content-Type", "text/plain"}};
+    }
+    if (!r.error.empty()) {
+      server_.log("ERROR", "Error handling request " + req.target + "\n" + r.error);
+    }
+    ++requests_;
+    server_.served.fetch_add(1, std::memory_order_relaxed);
+
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(req.version == 10 ? 10 : 11);
+    res->result(static_cast<unsigned>(r.status));
+    res->reason(r.reason);
+    bool head = req.method == "HEAD";
+    bool has_server = false, has_date = false;
+    for (auto& [name, value] : r.headers) {
+      has_server = has_server || beast::iequals(name, "server");
+      has_date = has_date || beast::iequals(name, "date");
+      res->insert(name, value);
+    }
+    if (!has_server) res->set(http::field::server, "subinterp");
+    (void)has_date;
+    bool bodyless = head || r.status == 204 || r.status == 304 || r.status < 200;
+    if (!r.has_length && !bodyless) {
+      if (req.version >= 11) {
+        res->chunked(true);
+      } else {
+        keep = false;  // HTTP/1.0: the end of the body is the end of the connection
+      }
+    }
+    if (!bodyless) res->body() = std::move(r.body);
+    res->keep_alive(keep);
+    std::string line = peer.remote_addr + " - - " + now_for_access_log() + " \"" + req.method +
+                       " " + req.target + (req.version == 10 ? " HTTP/1.0" : " HTTP/1.1") + "\" " +
+                       std::to_string(r.status) + " " +
+                       (bodyless ? std::string("-") : std::to_string(res->body().size()));
+    if (server_.options.access_log) {
+      std::string referer = "-", agent = "-";
+      for (const auto& [name, value] : req.fields) {
+        if (beast::iequals(name, "referer")) referer = value;
+        if (beast::iequals(name, "user-agent")) agent = value;
+      }
+      server_.access(line + " \"" + referer + "\" \"" + agent + "\"");
+    }
+    stream_.expires_after(std::chrono::seconds(60));
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+                        if (ec || !keep) return self->close();
+                        self->read_header();
+                      });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    beast::error_code ec;
+    stream_.socket().shutdown(Protocol::socket::shutdown_send, ec);
+    stream_.close();
+    server_.session_ended(this);
+  }
+
+  ServerState& server_;
+  Stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<detail::RequestParser> parser_;
+  detail::Peer peer_;
+  std::uint64_t requests_ = 0;
+  bool idle_ = true;
+  bool closed_ = false;
+};
+
+void ServerState::accept(std::size_t index) {
+  Acceptor& acceptor = *acceptors[index];
+  acceptor.async_accept(
+      net::make_strand(io), [this, index](beast::error_code ec, Protocol::socket socket) {
+        if (stopping.load()) return;
+        if (ec) {
+          if (ec != net::error::operation_aborted) log("ERROR", "accept: " + ec.message());
+          // Out of file descriptors and the like: try again shortly.
+          auto timer = std::make_shared<net::steady_timer>(io, std::chrono::milliseconds(50));
+          timer->async_wait([this, index, timer](beast::error_code) {
+            if (!stopping.load()) accept(index);
+          });
+          return;
+        }
+        detail::Peer peer;
+        beast::error_code ignored;
+        auto remote = socket.remote_endpoint(ignored);
+        auto local = socket.local_endpoint(ignored);
+        std::tie(peer.remote_addr, peer.remote_port) = describe(remote);
+        std::tie(peer.server_name, peer.server_port) = describe(local);
+        if (local.data()->sa_family == AF_UNIX) {
+          peer.unix_socket = true;
+          peer.server_name = "localhost";
+          peer.server_port = "";
+        } else {
+          socket.set_option(net::ip::tcp::no_delay(true), ignored);
+        }
+        auto session = std::make_shared<Session>(*this, std::move(socket), std::move(peer));
+        {
+          std::lock_guard lock(sessions_mu);
+          sessions.insert(session);
+        }
+        session->start();
+        accept(index);
+      });
+}
+
+void ServerState::session_ended(Session* s) {
+  std::shared_ptr<Session> keep;  // destroyed after the lock
+  bool none_left = false;
+  {
+    std::lock_guard lock(sessions_mu);
+    for (auto it = sessions.begin(); it != sessions.end(); ++it) {
+      if (it->get() == s) {
+        keep = *it;
+        sessions.erase(it);
+        break;
+      }
+    }
+    none_left = sessions.empty();
+  }
+  if (none_left && stopping.load()) io.stop();
+}
+
+void ServerState::begin_stop(bool graceful_stop) {
+  bool was = stopping.exchange(true);
+  if (was && graceful_stop) return;
+  graceful.store(graceful_stop);
+  beast::error_code ec;
+  for (auto& a : acceptors) a->close(ec);
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    std::lock_guard lock(sessions_mu);
+    open.assign(sessions.begin(), sessions.end());
+  }
+  if (open.empty()) {
+    io.stop();
+    return;
+  }
+  for (auto& s : open) {
+    if (graceful_stop) {
+      s->close_when_idle();
+    } else {
+      s->close_now();
+    }
+  }
+  if (graceful_stop) {
+    grace_timer.emplace(io, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(options.graceful_timeout)));
+    grace_timer->async_wait([this](beast::error_code ec) {
+      if (ec) return;
+      log("WARNING", "graceful timeout: closing the connections still open");
+      io.stop();
+    });
+  } else {
+    // Requests running in the application finish; nothing waits for them.
+    net::post(io, [this] { io.stop(); });
+  }
+}
+
+void ServerState::on_stop_signal() {
+  stop_reader->async_read_some(net::buffer(&stop_byte, 1),
+                               [this](beast::error_code ec, std::size_t n) {
+                                 if (ec || n == 0) return;
+                                 if (stop_byte == 'g') {
+                                   log("INFO", "Stopping: finishing requests in flight");
+                                   begin_stop(true);
+                                 } else {
+                                   log("INFO", "Stopping now");
+                                   begin_stop(false);
+                                 }
+                                 on_stop_signal();
+                               });
+}
+
+Server::Server(Options options) : state_(std::make_shared<ServerState>(std::move(options))) {
+  if (state_->options.app.empty()) throw Error("no application given (MODULE:VARIABLE)");
+  if (state_->options.binds.empty()) throw Error("nothing to bind to");
+}
+
+Server::~Server() {
+  if (state_->started && !state_->waited) {
+    stop(false);
+    try {
+      wait();
+    } catch (const std::exception& e) {
+      state_->log("ERROR", std::string("stopping the server: ") + e.what());
+    }
+  }
+  for (int fd : state_->stop_pipe) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+std::vector<std::string> Server::start() {
+  ServerState& s = *state_;
+  if (s.started) throw Error("the server was started already");
+  DetachGuard detached;
+  // Sockets first: a bad address fails before the workers are made.
+  std::vector<std::string> urls;
+  for (const std::string& spec : s.options.binds) {
+    std::string unix_path;
+    Protocol::endpoint ep = parse_bind(spec, unix_path);
+    auto acceptor = std::make_unique<Acceptor>(s.io);
+    beast::error_code ec;
+    acceptor->open(ep.protocol(), ec);
+    if (!unix_path.empty()) {
+      struct stat st {};
+      if (::stat(unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(unix_path.c_str());
+    } else if (!ec) {
+      acceptor->set_option(net::socket_base::reuse_address(true), ec);
+      if (ep.data()->sa_family == AF_INET6) {
+        acceptor->set_option(net::ip::v6_only(true), ec);
+      }
+    }
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(s.options.backlog, ec);
+    if (ec) throw Error("cannot listen at " + spec + ": " + ec.message());
+    if (!unix_path.empty()) {
+      urls.push_back("unix:" + unix_path);
+      s.unix_paths.push_back(unix_path);
+    } else {
+      auto [host, port] = describe(acceptor->local_endpoint());
+      urls.push_back("http://" + (ep.data()->sa_family == AF_INET6 ? "[" + host + "]" : host) +
+                     ":" + port);
+    }
+    s.acceptors.push_back(std::move(acceptor));
+  }
+  for (std::size_t i = 0; i < s.options.workers; ++i) {
+    s.workers.push_back(std::make_unique<detail::Worker>(s.options, i));
+  }
+  if (::pipe2(s.stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) throw Error("pipe2 failed");
+  s.stop_reader.emplace(s.io, s.stop_pipe[0]);
+  s.stop_pipe[0] = -1;  // owned by the descriptor now
+  s.on_stop_signal();
+  for (std::size_t i = 0; i < s.acceptors.size(); ++i) s.accept(i);
+  s.started = true;
+  auto state = state_;
+  for (std::size_t w = 0; w < s.workers.size(); ++w) {
+    for (std::size_t t = 0; t < s.options.threads; ++t) {
+      s.threads.emplace_back([state, w] {
+        detail::Worker* worker = state->workers[w].get();
+        worker->begin_thread();
+        t_worker = worker;
+        for (;;) {
+          try {
+            state->io.run();
+            break;
+          } catch (const std::exception& e) {
+            state->log("ERROR", std::string("server thread: ") + e.what());
+          }
+        }
+        t_worker = nullptr;
+        worker->end_thread();
+      });
+    }
+  }
+  return urls;
+}
+
+void Server::stop(bool graceful) noexcept {
+  int fd = state_->stop_pipe[1];
+  if (fd < 0) return;
+  char byte = graceful ? 'g' : 'q';
+  ssize_t n = ::write(fd, &byte, 1);
+  (void)n;
+}
+
+void Server::wait() {
+  ServerState& s = *state_;
+  if (!s.started || s.waited) return;
+  {
+    DetachGuard detached;
+    for (auto& t : s.threads) t.join();
+    s.threads.clear();
+  }
+  s.waited = true;
+  // Connections left (a stop that did not wait for them) are dropped.
+  {
+    std::lock_guard lock(s.sessions_mu);
+    s.sessions.clear();
+  }
+  s.acceptors.clear();
+  for (const auto& path : s.unix_paths) ::unlink(path.c_str());
+  for (auto& w : s.workers) {
+    try {
+      w->close();
+    } catch (const std::exception& e) {
+      s.log("ERROR", std::string("closing a worker: ") + e.what());
+    }
+  }
+  s.workers.clear();
+}
+
+std::uint64_t Server::requests() const noexcept { return state_->served.load(); }
+
+}  // namespace subinterp::server

@@ -1,0 +1,381 @@
+#include "worker.hpp"
+
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+
+#include "subinterp/error.hpp"
+#include "subinterp/value.hpp"
+
+namespace subinterp::server::detail {
+namespace {
+
+// Runs in each worker's __main__: imports the application and defines the
+// glue that calls it for one request (PEP 3333's start_response, write(),
+// the result's iteration and close()). The response is collected whole.
+constexpr const char* kWorkerSource = R"PY(
+import sys, os, io, importlib, traceback
+
+sys.path[:0] = [p for p in __subinterp_pythonpath__ if p not in sys.path]
+
+
+def __subinterp_load_app__(spec):
+    module_name, _, name = spec.partition(':')
+    name = name.strip() or 'application'
+    if not module_name:
+        raise ValueError(f'application {spec!r}: expected MODULE:VARIABLE')
+    module = importlib.import_module(module_name)
+    call = name.endswith('()')
+    if call:
+        name = name[:-2]
+    obj = module
+    for part in name.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(
+                f'application {spec!r}: module {module_name!r} has no {name!r}') from None
+    if call:
+        obj = obj()
+    if not callable(obj):
+        raise TypeError(f'application {spec!r} is not callable: {obj!r}')
+    return obj
+
+
+class _Errors:
+    """wsgi.errors: lines go to the server's error log (stderr)."""
+
+    def write(self, text):
+        sys.stderr.write(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            sys.stderr.write(line)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+class _FileWrapper:
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, 'close'):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+
+__subinterp_base_environ__ = {
+    'wsgi.version': (1, 0),
+    'wsgi.errors': _Errors(),
+    'wsgi.multithread': __subinterp_threads__ > 1,
+    'wsgi.multiprocess': False,
+    'wsgi.run_once': False,
+    'wsgi.file_wrapper': _FileWrapper,
+    'SCRIPT_NAME': '',
+    'SERVER_SOFTWARE': 'subinterp',
+}
+__subinterp_bytes_io__ = io.BytesIO
+
+
+def __subinterp_wsgi__(environ, app=__subinterp_load_app__(__subinterp_app__)):
+    status = headers = None
+    chunks = []
+
+    def start_response(status_, headers_, exc_info=None):
+        nonlocal status, headers
+        if exc_info is not None:
+            try:
+                pass  # the response is not sent before the app returns
+            finally:
+                exc_info = None
+        elif status is not None:
+            raise AssertionError('start_response() called a second time without exc_info')
+        if type(status_) is not str:
+            raise TypeError(f'status must be str, not {type(status_).__name__}')
+        if type(headers_) is not list:
+            raise TypeError(f'headers must be a list, not {type(headers_).__name__}')
+        for item in headers_:
+            if (type(item) is not tuple or len(item) != 2
+                    or type(item[0]) is not str or type(item[1]) is not str):
+                raise TypeError(f'each header must be a (str, str) tuple, not {item!r}')
+        status, headers = status_, headers_
+        return write
+
+    def write(data):
+        if status is None:
+            raise AssertionError('write() before start_response()')
+        if type(data) is not bytes:
+            raise TypeError(f'write() takes bytes, not {type(data).__name__}')
+        chunks.append(data)
+
+    try:
+        result = app(environ, start_response)
+        try:
+            for chunk in result:
+                if type(chunk) is not bytes:
+                    raise TypeError(
+                        f'the application returned {type(chunk).__name__} items, not bytes')
+                if chunk:
+                    chunks.append(chunk)
+        finally:
+            close = getattr(result, 'close', None)
+            if close is not None:
+                close()
+        if status is None:
+            raise AssertionError('the application did not call start_response()')
+    except BaseException:
+        if isinstance(sys.exception(), (SystemExit, KeyboardInterrupt)):
+            raise
+        return None, None, traceback.format_exc()
+    return status, headers, b''.join(chunks)
+)PY";
+
+py::ref main_attr(const char* name) {
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  if (main == nullptr) py::throw_python_error();
+  return py::check(PyObject_GetAttrString(main, name));
+}
+
+void set_item(PyObject* dict, const char* key, PyObject* value) {
+  py::ref owned = py::ref::steal(value);
+  if (!owned) py::throw_python_error();
+  py::check(PyDict_SetItemString(dict, key, owned.get()));
+}
+
+py::ref latin1(const std::string& s) {
+  return py::check(PyUnicode_DecodeLatin1(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr));
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX decoding of the path, as bytes (PEP 3333: decoded, then latin-1).
+std::string unquote(std::string_view path) {
+  std::string out;
+  out.reserve(path.size());
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '%' && i + 2 < path.size() &&
+        hex_value(path[i + 1]) >= 0 && hex_value(path[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex_value(path[i + 1]) * 16 + hex_value(path[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(path[i]);
+    }
+  }
+  return out;
+}
+
+// HTTP_<NAME> for a header name: upper case, '-' -> '_'.
+std::string cgi_name(const std::string& name) {
+  std::string out = "HTTP_";
+  out.reserve(5 + name.size());
+  for (char c : name) {
+    out.push_back(c == '-' ? '_' : (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c);
+  }
+  return out;
+}
+
+}  // namespace
+
+Worker::Worker(const Options& options, std::size_t index)
+    : interp_(Interpreter::create()), index_(index) {
+  std::vector<Value> path;
+  for (const auto& p : options.pythonpath) path.push_back(Value::from_str(p));
+  interp_.set_main_attrs(Value::dict({
+      Value::from_str("__subinterp_app__"), Value::from_str(options.app),
+      Value::from_str("__subinterp_pythonpath__"), Value::list(std::move(path)),
+      Value::from_str("__subinterp_threads__"),
+      Value::from_int(static_cast<std::int64_t>(options.threads)),
+  }));
+  try {
+    interp_.exec(kWorkerSource);
+    interp_.visit([&] {
+      handler_ = main_attr("__subinterp_wsgi__");
+      base_environ_ = main_attr("__subinterp_base_environ__");
+      bytes_io_ = main_attr("__subinterp_bytes_io__");
+    });
+  } catch (...) {
+    SUBINTERP_RETHROW_FORCED_UNWIND;
+    close();
+    throw;
+  }
+}
+
+Worker::~Worker() {
+  try {
+    close();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "subinterp server: closing a worker: %s\n", e.what());
+  }
+}
+
+void Worker::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (!interp_.is_closed()) {
+    interp_.visit([&] {
+      handler_ = py::ref();
+      base_environ_ = py::ref();
+      bytes_io_ = py::ref();
+    });
+    interp_.close();
+  }
+}
+
+py::ref Worker::environ(const RequestParser& r, const Peer& peer, bool https) {
+  py::ref env = py::check(PyDict_Copy(base_environ_.get()));
+  PyObject* e = env.get();
+  set_item(e, "REQUEST_METHOD", PyUnicode_DecodeLatin1(r.method.data(),
+                                                       static_cast<Py_ssize_t>(r.method.size()),
+                                                       nullptr));
+  std::string_view target = r.target;
+  std::size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  // An absolute-form target ("http://host/path"): its path only.
+  if (path.size() > 7 && (path.substr(0, 7) == "http://" || path.substr(0, 8) == "https://")) {
+    std::size_t slash = path.find('/', path.find("//") + 2);
+    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  }
+  set_item(e, "PATH_INFO", latin1(unquote(path)).release());
+  set_item(e, "QUERY_STRING", latin1(q == std::string_view::npos ? std::string()
+                                                                 : std::string(target.substr(q + 1)))
+                                  .release());
+  set_item(e, "RAW_URI", latin1(r.target).release());
+  set_item(e, "SERVER_PROTOCOL", PyUnicode_FromString(r.version == 10 ? "HTTP/1.0" : "HTTP/1.1"));
+  set_item(e, "SERVER_NAME", latin1(peer.server_name).release());
+  set_item(e, "SERVER_PORT", latin1(peer.server_port).release());
+  set_item(e, "REMOTE_ADDR", latin1(peer.remote_addr).release());
+  if (!peer.remote_port.empty()) set_item(e, "REMOTE_PORT", latin1(peer.remote_port).release());
+  set_item(e, "wsgi.url_scheme", PyUnicode_FromString(https ? "https" : "http"));
+  for (const auto& [name, value] : r.fields) {
+    std::string key;
+    if (boost::beast::iequals(name, "content-type")) {
+      key = "CONTENT_TYPE";
+    } else if (boost::beast::iequals(name, "content-length")) {
+      key = "CONTENT_LENGTH";
+    } else {
+      key = cgi_name(name);
+      if (key.find('_', 5) != std::string::npos && name.find('_') != std::string::npos) {
+        continue;  // "X_Foo" would pose as "X-Foo" (gunicorn drops these too)
+      }
+    }
+    py::ref v = latin1(value);
+    PyObject* old = PyDict_GetItemString(e, key.c_str());  // borrowed
+    if (old != nullptr && key.compare(0, 5, "HTTP_") == 0) {
+      // Repeated fields are joined with ", " (RFC 9110 5.3).
+      v = py::check(PyUnicode_FromFormat("%U, %U", old, v.get()));
+    }
+    py::check(PyDict_SetItemString(e, key.c_str(), v.get()));
+  }
+  py::ref body = py::check(
+      PyBytes_FromStringAndSize(r.body.data(), static_cast<Py_ssize_t>(r.body.size())));
+  set_item(e, "wsgi.input", PyObject_CallOneArg(bytes_io_.get(), body.get()));
+  if (!r.body.empty() && PyDict_GetItemString(e, "CONTENT_LENGTH") == nullptr) {
+    // A chunked body: its length once read, as gunicorn and uWSGI give it.
+    set_item(e, "CONTENT_LENGTH", PyUnicode_FromFormat("%zu", r.body.size()));
+  }
+  return env;
+}
+
+Response Worker::response_from(PyObject* result) {
+  Response out;
+  if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 3) {
+    out.error = "the server's glue returned something unexpected";
+    return out;
+  }
+  PyObject* status = PyTuple_GET_ITEM(result, 0);
+  PyObject* headers = PyTuple_GET_ITEM(result, 1);
+  PyObject* body = PyTuple_GET_ITEM(result, 2);
+  if (status == Py_None) {
+    Py_ssize_t n = 0;
+    const char* text = PyUnicode_AsUTF8AndSize(body, &n);
+    out.error = text ? std::string(text, static_cast<std::size_t>(n)) : "unknown error";
+    PyErr_Clear();
+    return out;
+  }
+  Py_ssize_t n = 0;
+  const char* text = PyUnicode_AsUTF8AndSize(status, &n);
+  if (text == nullptr) py::throw_python_error();
+  std::string_view line(text, static_cast<std::size_t>(n));
+  // "200 OK": three digits, a space, a reason.
+  if (line.size() < 4 || line[3] != ' ' || !std::isdigit(static_cast<unsigned char>(line[0])) ||
+      !std::isdigit(static_cast<unsigned char>(line[1])) ||
+      !std::isdigit(static_cast<unsigned char>(line[2])) ||
+      line.find_first_of("\r\n") != std::string_view::npos) {
+    out.error = "the application gave an invalid status line: '" + std::string(line) + "'";
+    return out;
+  }
+  out.status = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+  if (out.status < 100) {
+    out.error = "the application gave an invalid status: '" + std::string(line) + "'";
+    out.status = 500;
+    return out;
+  }
+  out.reason = std::string(line.substr(4));
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); ++i) {
+    PyObject* item = PyList_GET_ITEM(headers, i);
+    Py_ssize_t nn = 0, nv = 0;
+    const char* name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 0), &nn);
+    const char* value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 1), &nv);
+    if (name == nullptr || value == nullptr) py::throw_python_error();
+    std::string_view nv_name(name, static_cast<std::size_t>(nn));
+    std::string_view nv_value(value, static_cast<std::size_t>(nv));
+    if (nv_name.empty() || nv_name.find_first_of(":\r\n \t") != std::string_view::npos ||
+        nv_value.find_first_of("\r\n") != std::string_view::npos) {
+      out.error = "the application gave an invalid header: " + std::string(nv_name);
+      out.status = 500;
+      return out;
+    }
+    if (boost::beast::iequals(nv_name, "content-length")) out.has_length = true;
+    // Hop-by-hop fields are the server's (PEP 3333).
+    if (boost::beast::iequals(nv_name, "connection") ||
+        boost::beast::iequals(nv_name, "transfer-encoding") ||
+        boost::beast::iequals(nv_name, "keep-alive")) {
+      continue;
+    }
+    out.headers.emplace_back(std::string(nv_name), std::string(nv_value));
+  }
+  char* data = nullptr;
+  Py_ssize_t size = 0;
+  if (PyBytes_AsStringAndSize(body, &data, &size) < 0) py::throw_python_error();
+  out.body.assign(data, static_cast<std::size_t>(size));
+  return out;
+}
+
+Response Worker::handle(const RequestParser& request, const Peer& peer, bool https) {
+  Response out;
+  interp_.visit([&] {
+    try {
+      py::ref env = environ(request, peer, https);
+      py::ref result = py::check(PyObject_CallOneArg(handler_.get(), env.get()));
+      out = response_from(result.get());
+    } catch (py::PythonError& e) {
+      py::ref exc = e.take();
+      ExceptionSnapshot snap = ExceptionSnapshot::capture(exc.get());
+      out = Response{};
+      out.error = snap.errdisplay.empty() ? snap.formatted : snap.errdisplay;
+    }
+  });
+  if (!out.error.empty()) {
+    out.status = 500;
+    out.reason = "Internal Server Error";
+    out.headers = {{"Content-Type", "text/plain"}};
+    out.body = "Internal Server Error\n";
+    out.has_length = false;
+  }
+  return out;
+}
+
+}  // namespace subinterp::server::detail
