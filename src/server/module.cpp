@@ -147,8 +147,26 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     if (std::FILE* f = self->access_file) {
       o.access_log = [mu, f](std::string_view line) { write_line(mu, f, line); };
     }
+    // Lines look like "[time] [pid] [LEVEL] message": those below the level go.
+    static const char* const kLevels[] = {"debug", "info", "warning", "error", "critical"};
+    std::string level = str_item(kwargs, "log_level", "info");
+    int threshold = -1;
+    for (int i = 0; i < 5; ++i) {
+      if (level == kLevels[i]) threshold = i;
+    }
+    if (threshold < 0) {
+      PyErr_Format(PyExc_ValueError, "unknown log level '%s'", level.c_str());
+      throw si::py::PythonError();
+    }
     if (std::FILE* f = self->error_file) {
-      o.error_log = [mu, f](std::string_view line) { write_line(mu, f, line); };
+      o.error_log = [mu, f, threshold](std::string_view line) {
+        static const char* const kTags[] = {"] [DEBUG] ", "] [INFO] ", "] [WARNING] ",
+                                            "] [ERROR] ", "] [CRITICAL] "};
+        for (int i = 0; i < threshold; ++i) {
+          if (line.find(kTags[i]) != std::string_view::npos) return;
+        }
+        write_line(mu, f, line);
+      };
     } else {
       o.error_log = [](std::string_view) {};
     }

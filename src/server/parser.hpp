@@ -36,11 +36,9 @@ class RequestParser : public http::basic_parser<true> {
                          limits.field_size == 0
                      ? UINT32_MAX
                      : static_cast<std::uint32_t>(header));
-    if (limits.body != 0) {
-      body_limit(limits.body);
-    } else {
-      body_limit(boost::none);
-    }
+    // No limit is the largest one: Boost 1.74 compares the length with the
+    // optional limit, and an empty optional is below every length.
+    body_limit(limits.body != 0 ? limits.body : UINT64_MAX);
   }
 
   std::string method;

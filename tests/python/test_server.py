@@ -1,0 +1,400 @@
+"""The WSGI server (subinterp.server): real sockets on loopback, real HTTP
+clients (http.client, and raw sockets for the shapes clients will not
+send), the apps of wsgi_apps.py served by sub-interpreter workers."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import subinterp.server
+
+from helpers import check_no_sanitizer_report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIMEOUT = 30
+
+
+class Served:
+    """A server of wsgi_apps.router in this process, on a free port."""
+
+    def __init__(self, **options):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.error_log = os.path.join(self.tmp.name, 'error.log')
+        options.setdefault('workers', 2)
+        options.setdefault('bind', ['127.0.0.1:0'])
+        self.server = subinterp.server.Server(
+            'wsgi_apps:router', pythonpath=[HERE], error_logfile=self.error_log,
+            **options)
+        self.urls = self.server.start()
+        self.port = int(self.urls[0].rsplit(':', 1)[1])
+        self.waiter = threading.Thread(target=self.server.wait)
+        self.waiter.start()
+
+    def stop(self, graceful=True):
+        self.server.stop(graceful=graceful)
+        self.waiter.join(TIMEOUT)
+        alive = self.waiter.is_alive()
+        self.tmp_log = self.log()
+        self.tmp.cleanup()
+        if alive:
+            raise AssertionError('the server did not stop')
+
+    def log(self):
+        try:
+            with open(self.error_log) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
+    def connection(self):
+        return http.client.HTTPConnection('127.0.0.1', self.port, timeout=TIMEOUT)
+
+    def raw(self, data, *, read_until_close=True, timeout=TIMEOUT):
+        with socket.create_connection(('127.0.0.1', self.port), timeout=timeout) as s:
+            s.sendall(data)
+            if not read_until_close:
+                return s.recv(65536)
+            chunks = []
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b''.join(chunks)
+
+
+class ServerTestBase(unittest.TestCase):
+    options = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.served = Served(**cls.options)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.served.stop()
+
+    def get(self, path, method='GET', body=None, headers=None):
+        conn = self.served.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def echo(self, path='/echo', **kwargs):
+        status, _, body = self.get(path, **kwargs)
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
+
+
+class Environ(ServerTestBase):
+
+    def test_hello(self):
+        status, headers, body = self.get('/hello')
+        self.assertEqual((status, body), (200, b'Hello, world!\n'))
+        self.assertEqual(headers['Content-Length'], '14')
+
+    def test_required_keys(self):
+        env = self.echo('/echo/a%20b/%C3%A9?x=1&y=%20')
+        for key in ('REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING',
+                    'SERVER_NAME', 'SERVER_PORT', 'SERVER_PROTOCOL', 'wsgi.version',
+                    'wsgi.url_scheme', 'wsgi.input', 'wsgi.errors', 'wsgi.multithread',
+                    'wsgi.multiprocess', 'wsgi.run_once', 'REMOTE_ADDR'):
+            self.assertIn(key, env)
+        self.assertEqual(env['REQUEST_METHOD'], 'GET')
+        self.assertEqual(env['SCRIPT_NAME'], '')
+        # PEP 3333: %-decoded bytes, as latin-1 text.
+        self.assertEqual(env['PATH_INFO'], '/echo/a b/\xc3\xa9')
+        self.assertEqual(env['QUERY_STRING'], 'x=1&y=%20')
+        self.assertEqual(env['SERVER_PROTOCOL'], 'HTTP/1.1')
+        self.assertEqual(env['SERVER_PORT'], str(self.served.port))
+        self.assertEqual(env['wsgi.version'], [1, 0])
+        self.assertEqual(env['wsgi.url_scheme'], 'http')
+        self.assertEqual(env['REMOTE_ADDR'], '127.0.0.1')
+        self.assertIs(env['wsgi.multiprocess'], False)
+
+    def test_headers(self):
+        env = self.echo(headers={'X-Custom': 'v\xe9', 'Content-Type': 'text/x'})
+        self.assertEqual(env['HTTP_X_CUSTOM'], 'v\xe9')  # latin-1
+        self.assertEqual(env['CONTENT_TYPE'], 'text/x')
+        self.assertNotIn('HTTP_CONTENT_TYPE', env)
+
+    def test_repeated_headers_are_joined_and_underscores_dropped(self):
+        raw = self.served.raw(b'GET /echo HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n'
+                              b'X_B: spoof\r\nConnection: close\r\n\r\n')
+        env = json.loads(raw.split(b'\r\n\r\n', 1)[1])
+        self.assertEqual(env['HTTP_X_A'], '1, 2')
+        self.assertNotIn('HTTP_X_B', env)
+
+
+class Bodies(ServerTestBase):
+
+    def test_content_length_body_every_way_of_reading(self):
+        data = b'line one\nline two\nlast'
+        expected = {
+            'read': data, 'read3': data,
+            'readline': b'line |one\n|line |two\n|last',
+            'readlines': b'line one\n|line two\n|last',
+            'iter': b'line one\n|line two\n|last',
+        }
+        for how, want in expected.items():
+            with self.subTest(how=how):
+                env = self.echo(f'/echo?read={how}', method='POST', body=data)
+                self.assertEqual(env['body'].encode('latin-1'), want)
+                self.assertEqual(env['CONTENT_LENGTH'], str(len(data)))
+
+    def test_chunked_request_body(self):
+        raw = self.served.raw(b'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n'
+                              b'Connection: close\r\n\r\n'
+                              b'5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n')
+        env = json.loads(raw.split(b'\r\n\r\n', 1)[1])
+        self.assertEqual(env['body'], 'hello world')
+        self.assertEqual(env['CONTENT_LENGTH'], '11')
+
+    def test_expect_100_continue(self):
+        with socket.create_connection(('127.0.0.1', self.served.port), timeout=TIMEOUT) as s:
+            s.sendall(b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n'
+                      b'Expect: 100-continue\r\nConnection: close\r\n\r\n')
+            first = s.recv(1024)
+            self.assertTrue(first.startswith(b'HTTP/1.1 100 Continue\r\n'), first)
+            s.sendall(b'data')
+            rest = b''
+            while chunk := s.recv(65536):
+                rest += chunk
+        self.assertIn(b'"body": "data"', rest)
+
+
+class Responses(ServerTestBase):
+
+    def test_chunked_when_no_length(self):
+        raw = self.served.raw(b'GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        head, _, body = raw.partition(b'\r\n\r\n')
+        self.assertIn(b'Transfer-Encoding: chunked', head)
+        status, _, text = self.get('/stream')
+        self.assertEqual((status, text), (200, b'one,two,three'))
+
+    def test_http10_without_length_closes(self):
+        raw = self.served.raw(b'GET /stream HTTP/1.0\r\n\r\n')
+        head, _, body = raw.partition(b'\r\n\r\n')
+        self.assertTrue(head.startswith(b'HTTP/1.0 200'), head)
+        self.assertNotIn(b'chunked', head)
+        self.assertEqual(body, b'one,two,three')
+
+    def test_head_has_no_body(self):
+        raw = self.served.raw(b'HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        head, _, body = raw.partition(b'\r\n\r\n')
+        self.assertIn(b'Content-Length: 14', head)
+        self.assertEqual(body, b'')
+
+    def test_keep_alive_and_pipelining(self):
+        conn = self.served.connection()
+        for _ in range(3):
+            conn.request('GET', '/hello')
+            r = conn.getresponse()
+            self.assertEqual(r.read(), b'Hello, world!\n')
+        conn.close()
+        raw = self.served.raw(b'GET /hello HTTP/1.1\r\nHost: x\r\n\r\n'
+                              b'GET /echo?read=read HTTP/1.1\r\nHost: x\r\n\r\n'
+                              b'GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        self.assertEqual(raw.count(b'HTTP/1.1 200'), 3)
+        first = raw.index(b'Hello')
+        second = raw.index(b'REQUEST_METHOD')
+        third = raw.index(b'Hello', second)
+        self.assertLess(first, second)
+        self.assertLess(second, third)
+
+    def test_http10_closes_by_default(self):
+        raw = self.served.raw(b'GET /hello HTTP/1.0\r\n\r\n')  # returns at close
+        self.assertTrue(raw.startswith(b'HTTP/1.0 200'), raw)
+
+    def test_close_is_called(self):
+        marker = os.environ.get('SUBINTERP_TEST_MARKER')
+        status, _, body = self.get('/closing')
+        self.assertEqual((status, body), (200, b'body'))
+        with open(marker) as f:
+            self.assertIn('closed', f.read())
+
+    def test_exc_info_replaces_the_status(self):
+        status, _, body = self.get('/exc_info')
+        self.assertEqual((status, body), (503, b'replaced'))
+
+
+class AppErrors(ServerTestBase):
+
+    def test_errors_give_500_and_a_logged_traceback(self):
+        cases = {
+            '/raises': 'ValueError: the app raised this',
+            '/returns_str': 'returned str items, not bytes',
+            '/no_start': 'did not call start_response',
+            '/twice': 'start_response() called a second time',
+            '/bad_header': 'invalid header',
+        }
+        for path, logged in cases.items():
+            with self.subTest(path=path):
+                status, _, _ = self.get(path)
+                self.assertEqual(status, 500)
+                deadline = time.monotonic() + 5
+                while logged not in self.served.log() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertIn(logged, self.served.log())
+        # The server lives on.
+        self.assertEqual(self.get('/hello')[0], 200)
+
+
+class BadInput(ServerTestBase):
+    options = {'limit_request_body': 1000}
+
+    def status_of(self, data):
+        raw = self.served.raw(data)
+        match = re.match(rb'HTTP/1\.[01] (\d{3})', raw)
+        return int(match.group(1)) if match else raw
+
+    def test_refusals(self):
+        cases = [
+            (b'GARBAGE\r\n\r\n', 400),
+            (b'GET /hello HTTP/9.9\r\n\r\n', 400),
+            (b'GET /' + b'a' * 5000 + b' HTTP/1.1\r\nHost: x\r\n\r\n', 414),
+            (b'GET / HTTP/1.1\r\n' + b''.join(b'X-%d: v\r\n' % i for i in range(120))
+             + b'\r\n', 431),
+            (b'GET / HTTP/1.1\r\nX-Big: ' + b'v' * 9000 + b'\r\n\r\n', 431),
+            (b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n' + b'x' * 5000,
+             413),
+            (b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n'
+             b'\r\nabcd', 400),
+            (b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n'
+             b'Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n', 400),
+            (b'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'
+             b'zz\r\nabcd\r\n0\r\n\r\n', 400),
+            (b'GET / HTTP/1.1\r\nBad Header: v\r\n\r\n', 400),
+        ]
+        for data, want in cases:
+            with self.subTest(data=data[:60]):
+                self.assertEqual(self.status_of(data), want)
+        self.assertEqual(self.get('/hello')[0], 200)
+
+    def test_client_gone_mid_request(self):
+        for _ in range(20):
+            with socket.create_connection(('127.0.0.1', self.served.port)) as s:
+                s.sendall(b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab')
+        self.assertEqual(self.get('/hello')[0], 200)
+
+
+class SlowRequests(ServerTestBase):
+    options = {'workers': 2}
+
+    def test_a_slow_request_holds_only_its_thread(self):
+        slow = threading.Thread(target=self.get, args=('/slow?s=1.5',))
+        slow.start()
+        time.sleep(0.2)
+        start = time.monotonic()
+        for _ in range(5):
+            self.assertEqual(self.get('/hello')[0], 200)
+        elapsed = time.monotonic() - start
+        slow.join()
+        self.assertLess(elapsed, 1.0)
+
+
+class CommandLine(unittest.TestCase):
+
+    def start(self, *args):
+        env = dict(os.environ)
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'subinterp', 'serve', 'wsgi_apps:router',
+             '-b', '127.0.0.1:0', '-w', '2', '--pythonpath', HERE, *args],
+            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r'Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)', line)
+            if match:
+                self.assertEqual(int(match.group(2)), proc.pid)
+                return proc, int(match.group(1)), lines
+        proc.kill()
+        out, err = proc.communicate()
+        self.fail('no "Listening at" line:\n' + ''.join(lines) + err)
+
+    def finish(self, proc):
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            self.fail('the server did not exit:\n' + err)
+        check_no_sanitizer_report(err)
+        return out, err
+
+    def test_sigterm_is_graceful(self):
+        proc, port, _ = self.start('--access-logfile', '-')
+        result = {}
+
+        def slow_request():
+            conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
+            conn.request('GET', '/slow?s=1')
+            result['status'] = conn.getresponse().status
+
+        t = threading.Thread(target=slow_request)
+        t.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        t.join(TIMEOUT)
+        out, err = self.finish(proc)
+        self.assertEqual(result.get('status'), 200, err)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn('"GET /slow?s=1 HTTP/1.1" 200', out)
+        # No longer accepting.
+        with self.assertRaises(OSError):
+            socket.create_connection(('127.0.0.1', port), timeout=2)
+
+    def test_sigint_stops(self):
+        proc, port, _ = self.start()
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
+        conn.request('GET', '/hello')
+        self.assertEqual(conn.getresponse().read(), b'Hello, world!\n')
+        proc.send_signal(signal.SIGINT)
+        out, err = self.finish(proc)
+        self.assertEqual(proc.returncode, 0, err)
+
+    def test_bad_app_is_a_clear_error(self):
+        proc = subprocess.run(
+            [sys.executable, '-m', 'subinterp', 'serve', 'no_such_module:app',
+             '-b', '127.0.0.1:0', '-w', '1'],
+            cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("No module named 'no_such_module'", proc.stderr)
+        self.assertNotIn('Fatal Python error', proc.stderr)
+
+    def test_bad_bind_is_a_clear_error(self):
+        proc = subprocess.run(
+            [sys.executable, '-m', 'subinterp', 'serve', 'wsgi_apps:router',
+             '-b', 'nonsense:port'],
+            cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("bad port 'port'", proc.stderr)
+
+
+def setUpModule():
+    fd, path = tempfile.mkstemp(prefix='subinterp-close-')
+    os.close(fd)
+    os.environ['SUBINTERP_TEST_MARKER'] = path
+
+
+if __name__ == '__main__':
+    unittest.main()

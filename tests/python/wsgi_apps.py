@@ -1,0 +1,148 @@
+"""WSGI applications that tests/python/test_server.py serves."""
+
+import json
+import os
+import time
+
+
+def hello(environ, start_response):
+    body = b'Hello, world!\n'
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+
+
+def _jsonable(environ):
+    out = {}
+    for key, value in environ.items():
+        if isinstance(value, (str, int, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, tuple):
+            out[key] = list(value)
+        else:
+            out[key] = type(value).__name__
+    return out
+
+
+def echo(environ, start_response):
+    """The environ as JSON, the body read in the way ?read= says."""
+    how = environ['QUERY_STRING'].partition('read=')[2].partition('&')[0] or 'read'
+    stream = environ['wsgi.input']
+    if how == 'read':
+        body = stream.read()
+    elif how == 'read3':
+        parts = []
+        while True:
+            piece = stream.read(3)
+            if not piece:
+                break
+            parts.append(piece)
+        body = b''.join(parts)
+    elif how == 'readline':
+        parts = []
+        while True:
+            line = stream.readline(5)
+            if not line:
+                break
+            parts.append(line)
+        body = b'|'.join(parts)
+    elif how == 'readlines':
+        body = b'|'.join(stream.readlines())
+    elif how == 'iter':
+        body = b'|'.join(list(stream))
+    else:
+        body = b''
+    out = _jsonable(environ)
+    out['body'] = body.decode('latin-1')
+    data = json.dumps(out).encode()
+    start_response('200 OK', [('Content-Type', 'application/json'),
+                              ('Content-Length', str(len(data)))])
+    return [data]
+
+
+def stream(environ, start_response):
+    """No Content-Length: chunked on HTTP/1.1."""
+    write = start_response('200 OK', [('Content-Type', 'text/plain')])
+    write(b'one,')
+
+    def rest():
+        yield b'two,'
+        yield b''
+        yield b'three'
+    return rest()
+
+
+class _Closing:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __iter__(self):
+        yield b'body'
+
+    def close(self):
+        with open(self.marker, 'a') as f:
+            f.write('closed\n')
+
+
+def closing(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return _Closing(os.environ.get('SUBINTERP_TEST_MARKER', '/dev/null'))
+
+
+def raises(environ, start_response):
+    raise ValueError('the app raised this')
+
+
+def returns_str(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return ['not bytes']
+
+
+def no_start(environ, start_response):
+    return [b'body without start_response']
+
+
+def twice(environ, start_response):
+    start_response('200 OK', [])
+    start_response('200 OK', [])
+    return [b'x']
+
+
+def exc_info_replaces(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    try:
+        raise KeyError('late')
+    except KeyError:
+        import sys
+        start_response('503 Service Unavailable', [('Content-Type', 'text/plain')],
+                       sys.exc_info())
+    return [b'replaced']
+
+
+def bad_header(environ, start_response):
+    start_response('200 OK', [('X-Bad', 'a\r\nInjected: yes')])
+    return [b'x']
+
+
+def slow(environ, start_response):
+    seconds = float(environ['QUERY_STRING'].partition('s=')[2] or 1)
+    time.sleep(seconds)
+    return hello(environ, start_response)
+
+
+def router(environ, start_response):
+    path = environ['PATH_INFO']
+    name = path.strip('/').split('/')[0] or 'hello'
+    app = ROUTES.get(name)
+    if app is None:
+        start_response('404 Not Found', [('Content-Type', 'text/plain')])
+        return [b'no such route\n']
+    return app(environ, start_response)
+
+
+ROUTES = {
+    'hello': hello, 'echo': echo, 'stream': stream, 'closing': closing,
+    'raises': raises, 'returns_str': returns_str, 'no_start': no_start,
+    'twice': twice, 'exc_info': exc_info_replaces, 'bad_header': bad_header,
+    'slow': slow,
+}
