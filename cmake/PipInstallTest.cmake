@@ -65,6 +65,12 @@ assert queue.get(timeout=10) == ("from", sys.prefix)
 from subinterp.futures import InterpreterPoolExecutor
 with InterpreterPoolExecutor(2) as pool:
     assert list(pool.map(abs, [-1, -2, 3])) == [1, 2, 3]
+# The server's extension and library, and the console script.
+from subinterp import _server
+assert os.path.dirname(os.path.realpath(_server.__file__)) == package, _server.__file__
+script = os.path.join(os.path.dirname(sys.executable), "subinterp")
+usage = subprocess.run([script, "serve", "--help"], capture_output=True, text=True)
+assert usage.returncode == 0 and "--workers" in usage.stdout, usage
 print("subinterp", importlib.metadata.version("subinterp"), "from", package,
       "with", sorted(loaded)[0], "run path", paths[0])
 ]=])

@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "python" / "subinterp"
 MODULE_NAME = "_subinterp"
+SERVER_MODULE_NAME = "_server"
 # Fixed time stamp (the zip format's earliest) unless SOURCE_DATE_EPOCH says
 # otherwise: the same sources give the same wheel.
 ZIP_EPOCH = 315532800
@@ -152,15 +153,22 @@ def _build_module(build_dir: Path, config_settings: dict | None) -> list[Path]:
         configure += ["-G", "Ninja"]
     _run(configure + _cmake_args(config_settings))
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)
-    _run([cmake, "--build", str(build_dir), "--target", MODULE_NAME, "--parallel", jobs])
+    cache = (build_dir / "CMakeCache.txt").read_text(errors="replace")
+    targets = [MODULE_NAME]
+    if re.search(r"^SUBINTERP_SERVER:BOOL=ON$", cache, re.M):
+        targets.append(SERVER_MODULE_NAME)
+    _run([cmake, "--build", str(build_dir), "--target", *targets, "--parallel", jobs])
     package = build_dir / "python" / "subinterp"
-    built = package / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
-    if not built.is_file():
-        raise RuntimeError(f"CMake did not produce {built}")
-    # The SONAME link (libsubinterp.so.X.Y) names what the extension needs.
-    libraries = sorted(p for p in package.glob("libsubinterp.so.*")
-                       if re.fullmatch(r"libsubinterp\.so\.\d+\.\d+", p.name))
-    return [built] + libraries
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    modules = [package / (name + suffix) for name in targets]
+    for built in modules:
+        if not built.is_file():
+            raise RuntimeError(f"CMake did not produce {built}")
+    # The SONAME links (libsubinterp.so.X.Y, libsubinterp_server.so.X.Y) name
+    # what the extensions need.
+    libraries = sorted(p for p in package.glob("lib*.so.*")
+                       if re.fullmatch(r"lib\w+\.so\.\d+\.\d+", p.name))
+    return modules + libraries
 
 
 def _package_files() -> list[tuple[Path, str]]:
