@@ -14,6 +14,8 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   libboost-dev
+  python3-flask
+  python3-django
 )
 
 missing=()

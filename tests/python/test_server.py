@@ -26,14 +26,13 @@ TIMEOUT = 30
 class Served:
     """A server of wsgi_apps.router in this process, on a free port."""
 
-    def __init__(self, **options):
+    def __init__(self, app='wsgi_apps:router', **options):
         self.tmp = tempfile.TemporaryDirectory()
         self.error_log = os.path.join(self.tmp.name, 'error.log')
         options.setdefault('workers', 2)
         options.setdefault('bind', ['127.0.0.1:0'])
-        self.server = subinterp.server.Server(
-            'wsgi_apps:router', pythonpath=[HERE], error_logfile=self.error_log,
-            **options)
+        options.setdefault('pythonpath', [HERE])
+        self.server = subinterp.server.Server(app, error_logfile=self.error_log, **options)
         self.urls = self.server.start()
         self.port = int(self.urls[0].rsplit(':', 1)[1])
         self.waiter = threading.Thread(target=self.server.wait)
@@ -306,6 +305,93 @@ class SlowRequests(ServerTestBase):
         elapsed = time.monotonic() - start
         slow.join()
         self.assertLess(elapsed, 1.0)
+
+
+WEBAPPS = os.path.join(HERE, 'webapps')
+DIST_PACKAGES = '/usr/lib/python3/dist-packages'
+
+
+def debian_package(name):
+    """Skips unless Debian's python3-<name> is installed (scripts/deps.sh
+    installs it)."""
+    if not os.path.isdir(os.path.join(DIST_PACKAGES, name)):
+        raise unittest.SkipTest(f"Debian's python3-{name} is not installed")
+
+
+class Validated(ServerTestBase):
+    """Every request through wsgiref.validate.validator."""
+    options = {'app': 'validated:router', 'pythonpath': [WEBAPPS, HERE]}
+
+    def test_routes_pass_the_validator(self):
+        for path, method, body in [('/hello', 'GET', None), ('/echo', 'POST', b'abc'),
+                                   ('/stream', 'GET', None), ('/closing', 'GET', None),
+                                   ('/exc_info', 'GET', None)]:
+            with self.subTest(path=path):
+                status, _, _ = self.get(path, method=method, body=body)
+                self.assertIn(status, (200, 503))
+        log = self.served.log()
+        self.assertNotIn('AssertionError', log)
+        self.assertNotIn('WSGIWarning', log)
+
+
+class FlaskApp(ServerTestBase):
+
+    @classmethod
+    def setUpClass(cls):
+        debian_package('flask')
+        cls.options = {'app': 'validated:flask()',
+                       'pythonpath': [WEBAPPS, HERE, DIST_PACKAGES]}
+        super().setUpClass()
+
+    def test_flask_routes(self):
+        status, headers, body = self.get('/flask/hello')
+        self.assertEqual((status, body), (200, b'Hello from Flask\n'), self.served.log())
+        status, _, body = self.get('/flask/json', method='POST', body=b'{"a": [1, 2]}',
+                                   headers={'Content-Type': 'application/json'})
+        self.assertEqual(status, 200, self.served.log())
+        self.assertEqual(json.loads(body), {'got': {'a': [1, 2]}, 'method': 'POST',
+                                            'path': '/flask/json'})
+        status, _, body = self.get('/flask/template/x%3Cy')
+        self.assertEqual((status, body), (200, b'<p>x&lt;y &amp; 42</p>'))
+        self.assertEqual(self.get('/flask/missing')[0], 404)
+        self.assertNotIn('AssertionError', self.served.log())
+
+
+class DjangoApp(ServerTestBase):
+
+    @classmethod
+    def setUpClass(cls):
+        debian_package('django')
+        if sys.version_info >= (3, 13):
+            raise unittest.SkipTest("Debian 12's Django 3.2 imports cgi, which Python 3.13 "
+                                    "removed (PEP 594)")
+        cls.options = {'app': 'djproject.wsgi:application',
+                       'pythonpath': [WEBAPPS, DIST_PACKAGES]}
+        super().setUpClass()
+
+    def test_django_routes(self):
+        status, _, body = self.get('/django/hello')
+        self.assertEqual((status, body), (200, b'Hello from Django\n'), self.served.log())
+        status, _, body = self.get('/django/echo?x=1', method='POST', body=b'payload')
+        self.assertEqual(status, 200, self.served.log())
+        self.assertEqual(json.loads(body), {'method': 'POST', 'query': {'x': '1'},
+                                            'body': 'payload'})
+        self.assertEqual(self.get('/django/missing')[0], 404)
+
+
+class Threads(ServerTestBase):
+    options = {'workers': 1, 'threads': 4}
+
+    def test_threads_of_one_worker_overlap_waits(self):
+        env = self.echo()
+        self.assertIs(env['wsgi.multithread'], True)
+        threads = [threading.Thread(target=self.get, args=('/slow?s=0.5',)) for _ in range(4)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertLess(time.monotonic() - start, 1.5)
 
 
 class CommandLine(unittest.TestCase):

@@ -29,7 +29,7 @@ def echo(environ, start_response):
     how = environ['QUERY_STRING'].partition('read=')[2].partition('&')[0] or 'read'
     stream = environ['wsgi.input']
     if how == 'read':
-        body = stream.read()
+        body = stream.read(int(environ.get('CONTENT_LENGTH') or 0))
     elif how == 'read3':
         parts = []
         while True:
