@@ -1,0 +1,299 @@
+"""The WSGI server against gunicorn and uWSGI, side by side in one run.
+
+Every server serves the same application file (bench/server_app.py) on
+loopback. For each endpoint, wrk (-t2 -c32, Debian's) loads each server in
+turn, for several interleaved rounds. Reported per server and endpoint:
+req/s, p50 and p99 latency, errors (non-2xx and socket errors), whether
+every connection got answers (keep-alive servers can starve some), and the
+summed RSS of the server's process tree. Ratios against the best peer come
+last, with the issue's targets.
+
+    PY=$PYENV_ROOT/versions/3.13.0/bin/python3
+    $PY bench/bench_server.py                 # all servers, all endpoints
+    $PY bench/bench_server.py --quick         # a smoke run
+    $PY bench/bench_server.py --only hello --servers subinterp,gunicorn-sync
+
+gunicorn is Debian's, run with this python (the same interpreter build on
+both sides). uWSGI is Debian's; its python3 plugin embeds Debian's
+python3.11 (a PGO/LTO build, about 1.8x faster on pure-Python loops than
+the pyenv CPythons): its figures are for information, not a like-for-like
+comparison.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DIST = '/usr/lib/python3/dist-packages'
+ENDPOINTS = {'hello': '/hello', 'cpu': '/cpu', 'flask': '/flask'}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def servers(py, port, workers):
+    """name -> (argv, env additions)"""
+    app_dir = HERE
+    base_env = {'PYTHONPATH': os.pathsep.join([app_dir, DIST])}
+    sub_env = {'PYTHONPATH': os.pathsep.join(_subinterp_path())}
+    out = {
+        f'subinterp -w {workers}': (
+            [py, '-m', 'subinterp', 'serve', 'server_app:application', '-b',
+             f'127.0.0.1:{port}', '-w', str(workers), '--pythonpath', f'{app_dir},{DIST}',
+             '--log-level', 'warning'], sub_env),
+        f'gunicorn sync -w {workers}': (
+            [py, '-m', 'gunicorn', '-w', str(workers), '-b', f'127.0.0.1:{port}',
+             '--log-level', 'warning', 'server_app:application'], base_env),
+        f'gunicorn gthread -w {workers} --threads 4': (
+            [py, '-m', 'gunicorn', '-k', 'gthread', '-w', str(workers), '--threads', '4',
+             '-b', f'127.0.0.1:{port}', '--log-level', 'warning',
+             'server_app:application'], base_env),
+    }
+    if shutil.which('uwsgi') and os.path.exists('/usr/lib/uwsgi/plugins/python3_plugin.so'):
+        for procs in sorted({2, 2 * workers}):
+            out[f'uwsgi http11-socket {procs}p (py3.11)'] = (
+                ['uwsgi', '--plugin', 'python3', '--http11-socket', f'127.0.0.1:{port}',
+                 '--processes', str(procs), '--master', '--disable-logging',
+                 '--pythonpath', app_dir, '--pythonpath', DIST,
+                 '--module', 'server_app:application', '--die-on-term'], {})
+    return out
+
+
+def _subinterp_path():
+    """Folders that make the measured subinterp importable (absolute)."""
+    sys.path.insert(0, HERE)
+    import _common
+    sub = _common.import_subinterp()
+    ext = os.path.dirname(os.path.dirname(os.path.abspath(sub._subinterp.__file__)))
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(sub.__file__)))
+    return [ext, pkg] if ext != pkg else [pkg]
+
+
+def wait_port(port, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def tree_rss(pid):
+    """Summed RSS (KiB) of pid and its descendants."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except OSError:
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f'/proc/{p}/status') as f:
+                total += int(re.search(r'VmRSS:\s+(\d+)', f.read()).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+def parse_wrk(text):
+    def dur(v):
+        m = re.match(r'([\d.]+)(us|ms|s)', v)
+        n = float(m.group(1))
+        return n / 1000 if m.group(2) == 'us' else n if m.group(2) == 'ms' else n * 1000
+    rps = float(re.search(r'Requests/sec:\s+([\d.]+)', text).group(1))
+    p50 = dur(re.search(r'\s50%\s+(\S+)', text).group(1))
+    p99 = dur(re.search(r'\s99%\s+(\S+)', text).group(1))
+    errors = 0
+    m = re.search(r'Non-2xx or 3xx responses:\s+(\d+)', text)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', text)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return rps, p50, p99, errors
+
+
+
+
+def starved(port, path, seconds):
+    """Connections (of 32 raw keep-alive ones) that got no answer while
+    the others were loaded: each sends requests in a loop for `seconds`."""
+    import threading
+    answered = [0] * 32
+
+    def client(i):
+        end = time.monotonic() + seconds
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=seconds + 5) as s:
+                f = s.makefile('rb')
+                while time.monotonic() < end:
+                    s.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+                    line = f.readline()
+                    if not line:
+                        return
+                    length = 0
+                    while True:
+                        h = f.readline()
+                        if h in (b'\r\n', b''):
+                            break
+                        if h.lower().startswith(b'content-length:'):
+                            length = int(h.split(b':')[1])
+                    f.read(length)
+                    answered[i] += 1
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(1 for a in answered if a == 0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--seconds', type=int, default=8, help='wrk duration per run (8)')
+    p.add_argument('--rounds', type=int, default=3, help='interleaved rounds (3)')
+    p.add_argument('--workers', type=int, default=os.cpu_count() or 2,
+                   help='workers of each server (default: cores)')
+    p.add_argument('--only', help='endpoints, comma-separated (hello,cpu,flask)')
+    p.add_argument('--servers', help='names to keep (substring match, comma-separated)')
+    p.add_argument('--quick', action='store_true', help='1 round of 2 s')
+    args = p.parse_args()
+    if args.quick:
+        args.seconds, args.rounds = 2, 1
+    if not shutil.which('wrk'):
+        sys.exit('wrk is needed: apt-get install wrk')
+    py = sys.executable
+    endpoints = [e for e in ENDPOINTS if not args.only or e in args.only.split(',')]
+    port = free_port()
+    table = servers(py, port, args.workers)
+    if args.servers:
+        keep = args.servers.split(',')
+        table = {k: v for k, v in table.items() if any(s in k for s in keep)}
+    print('=' * 78)
+    print('WSGI servers on loopback: wrk -t2 -c32, same app file (bench/server_app.py)')
+    print(f'python : {sys.version.split()[0]} ({py})')
+    print(f'cores  : {os.cpu_count()}; {args.rounds} rounds x {args.seconds} s per run')
+    print('=' * 78, flush=True)
+    results = {}  # (server, endpoint) -> list of (rps, p50, p99, errors, rss)
+    starve = {}
+    for r in range(args.rounds):
+        for name, (argv, env_add) in table.items():
+            env = dict(os.environ, **env_add)
+            proc = subprocess.Popen(argv, cwd=HERE, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                if not wait_port(port, proc):
+                    err = proc.stderr.read().decode(errors='replace') if proc.poll() is not None else ''
+                    print(f'  {name}: did not start\n{err[-2000:]}')
+                    continue
+                for ep in endpoints:
+                    url = f'http://127.0.0.1:{port}{ENDPOINTS[ep]}'
+                    subprocess.run(['wrk', '-t2', '-c32', '-d1s', url], capture_output=True)
+                    out = subprocess.run(['wrk', '-t2', '-c32', f'-d{args.seconds}s',
+                                          '--latency', url], capture_output=True, text=True)
+                    rps, p50, p99, errors = parse_wrk(out.stdout)
+                    rss = tree_rss(proc.pid)
+                    results.setdefault((name, ep), []).append((rps, p50, p99, errors, rss))
+                    print(f'  round {r + 1} {name:40} {ep:6} {rps:9.0f} req/s  p99 {p99:7.2f} ms',
+                          flush=True)
+                if r == 0 and 'hello' in endpoints:
+                    starve[name] = starved(port, ENDPOINTS['hello'], 3)
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except ProcessLookupError:
+                    proc.wait()
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            time.sleep(0.5)
+
+    print()
+    header = (f"{'server':42} {'endpoint':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'errors':>7} {'RSS MiB':>8}")
+    print(header)
+    print('-' * len(header))
+    med = {}
+    for (name, ep), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        rps = statistics.median(x[0] for x in runs)
+        p50 = statistics.median(x[1] for x in runs)
+        p99 = statistics.median(x[2] for x in runs)
+        errors = sum(x[3] for x in runs)
+        rss = statistics.median(x[4] for x in runs) / 1024
+        med[(name, ep)] = (rps, p50, p99, errors, rss)
+        print(f'{name:42} {ep:8} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:7d} {rss:8.1f}')
+    if starve:
+        print('\nconnections starved (of 32 keep-alive clients, 3 s on /hello): ' +
+              ', '.join(f'{k}: {v}' for k, v in starve.items()))
+
+    print('\ntargets (informational; medians of the rounds):')
+    ours = next((n for n in table if n.startswith('subinterp')), None)
+
+    def best(ep, prefix):
+        cands = [(med[(n, ep)][0], n) for n in table
+                 if n.startswith(prefix) and (n, ep) in med]
+        return max(cands) if cands else None
+
+    def line(ok, text):
+        print(f"  {'PASS' if ok else 'MISS'}  {text}")
+
+    if ours:
+        for ep in endpoints:
+            if (ours, ep) not in med:
+                continue
+            rps = med[(ours, ep)][0]
+            for prefix, want, label in [('uwsgi', 1.3 if ep == 'hello' else None, 'uWSGI'),
+                                        ('gunicorn sync', 2.5 if ep == 'hello' else None,
+                                         'gunicorn sync'),
+                                        ('gunicorn', 1.2 if ep == 'flask' else None,
+                                         'gunicorn (best)')]:
+                b = best(ep, prefix)
+                if b and want:
+                    line(rps / b[0] >= want,
+                         f'{ep}: {rps:.0f} / {label} {b[0]:.0f} ({b[1]}) = {rps / b[0]:.2f}x '
+                         f'(target >= {want}x)')
+            peers = [(med[(n, ep)][0], n) for n in table if n != ours and (n, ep) in med]
+            if peers:
+                top = max(peers)
+                p99_best = min(med[(n, ep)][2] for _, n in peers)
+                if ep == 'cpu':
+                    line(rps >= top[0] and med[(ours, ep)][4] <= med[(top[1], ep)][4] / 2,
+                         f'cpu: {rps:.0f} vs best peer {top[0]:.0f} ({top[1]}); RSS '
+                         f'{med[(ours, ep)][4]:.0f} vs {med[(top[1], ep)][4]:.0f} MiB '
+                         f'(target: >= its req/s at <= half its memory)')
+                line(med[(ours, ep)][2] <= p99_best,
+                     f'{ep}: p99 {med[(ours, ep)][2]:.2f} ms vs best peer {p99_best:.2f} ms')
+        if starve:
+            line(starve.get(ours, 1) == 0, f'no connection starved ({ours}: {starve.get(ours)})')
+
+
+if __name__ == '__main__':
+    main()
