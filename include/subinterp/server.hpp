@@ -50,6 +50,10 @@ struct Options {
   std::size_t limit_request_fields = 100;
   std::size_t limit_request_field_size = 8190;
   std::uint64_t limit_request_body = 0;
+  // A worker's interpreter is replaced by a fresh one after this many
+  // requests, plus a random 0..jitter (0: never).
+  std::uint64_t max_requests = 0;
+  std::uint64_t max_requests_jitter = 0;
   // Folders put first on sys.path in every worker, and the working folder.
   std::vector<std::string> pythonpath;
   // Where log lines go (each without its newline); empty: stderr.
@@ -81,6 +85,11 @@ class SUBINTERP_API Server {
   // are closed at once. Returns at once; wait() waits. Any thread, also a
   // signal handler's (async-signal-safe: it only writes to a pipe).
   void stop(bool graceful) noexcept;
+  // New workers import the application again; each slot's threads move to
+  // the new worker after their current request, and the old ones are closed
+  // when their last thread has left. Connections and sockets stay open. Any
+  // thread, also a signal handler's.
+  void reload() noexcept;
   // Blocks until stopped and every thread and worker has ended.
   void wait();
   // Requests answered so far.

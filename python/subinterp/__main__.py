@@ -30,6 +30,10 @@ def _serve_parser(sub):
                    help='seconds requests in flight get after SIGTERM (default 30)')
     p.add_argument('--keep-alive', type=float, default=2.0, metavar='S',
                    help='seconds an idle connection is kept open (default 2)')
+    p.add_argument('--max-requests', type=int, default=0, metavar='N',
+                   help="replace a worker's interpreter after N requests (default: never)")
+    p.add_argument('--max-requests-jitter', type=int, default=0, metavar='J',
+                   help='add a random 0..J to each worker\'s --max-requests')
     p.add_argument('--limit-request-line', type=int, default=4094, metavar='BYTES')
     p.add_argument('--limit-request-fields', type=int, default=100, metavar='N')
     p.add_argument('--limit-request-field_size', '--limit-request-field-size', type=int,

@@ -33,6 +33,8 @@ DEFAULTS = {
     'limit_request_fields': 100,
     'limit_request_field_size': 8190,
     'limit_request_body': 0,    # no limit
+    'max_requests': 0,          # never recycle
+    'max_requests_jitter': 0,
     'access_logfile': None,
     'error_logfile': '-',
     'log_level': 'info',
@@ -98,6 +100,8 @@ def Server(app, **options):
         limit_request_fields=int(opts['limit_request_fields']),
         limit_request_field_size=int(opts['limit_request_field_size']),
         limit_request_body=int(opts['limit_request_body'] or 0),
+        max_requests=int(opts['max_requests'] or 0),
+        max_requests_jitter=int(opts['max_requests_jitter'] or 0),
         pythonpath=pythonpath,
         access_log=opts['access_logfile'] or '',
         error_log=opts['error_logfile'] or '',
@@ -119,6 +123,7 @@ def _log(where, message):
 def serve(app, *, ready=None, **options):
     """Serve ``app`` ("MODULE:VARIABLE") until SIGTERM (graceful: requests in
     flight finish within ``graceful_timeout``) or SIGINT/SIGQUIT (at once).
+    SIGHUP reloads: new workers import the application again.
 
     ``ready``, if given, is called with the list of URLs listened at once
     the sockets accept. Options: see :data:`DEFAULTS` (gunicorn's names,

@@ -37,7 +37,12 @@ std::atomic<srv::Server*> g_signalled{nullptr};
 
 void on_signal(int sig) {
   srv::Server* s = g_signalled.load();
-  if (s != nullptr) s->stop(sig == SIGTERM);
+  if (s == nullptr) return;
+  if (sig == SIGHUP) {
+    s->reload();
+  } else {
+    s->stop(sig == SIGTERM);
+  }
 }
 
 PyObject* error_from_cpp(const std::exception& e) {
@@ -138,6 +143,8 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     o.limit_request_field_size =
         num_item<std::size_t>(kwargs, "limit_request_field_size", o.limit_request_field_size);
     o.limit_request_body = num_item<std::uint64_t>(kwargs, "limit_request_body", 0);
+    o.max_requests = num_item<std::uint64_t>(kwargs, "max_requests", 0);
+    o.max_requests_jitter = num_item<std::uint64_t>(kwargs, "max_requests_jitter", 0);
     o.pythonpath = list_item(kwargs, "pythonpath", {});
     o.forwarded_allow_ips = list_item(kwargs, "forwarded_allow_ips", o.forwarded_allow_ips);
     self->mu = new std::mutex();
@@ -208,7 +215,7 @@ PyObject* server_wait(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     return nullptr;
   }
   if (self->server == nullptr) return PyErr_Format(PyExc_RuntimeError, "not initialized");
-  struct sigaction old_term {}, old_int {}, old_quit {};
+  struct sigaction old_term {}, old_int {}, old_quit {}, old_hup {};
   if (signals) {
     srv::Server* expected = nullptr;
     if (!g_signalled.compare_exchange_strong(expected, self->server)) {
@@ -220,6 +227,7 @@ PyObject* server_wait(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     sigaction(SIGTERM, &sa, &old_term);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGQUIT, &sa, &old_quit);
+    sigaction(SIGHUP, &sa, &old_hup);
   }
   try {
     self->server->wait();
@@ -230,6 +238,7 @@ PyObject* server_wait(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     sigaction(SIGTERM, &old_term, nullptr);
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGQUIT, &old_quit, nullptr);
+    sigaction(SIGHUP, &old_hup, nullptr);
     g_signalled.store(nullptr);
   }
   if (PyErr_Occurred()) return nullptr;
@@ -245,6 +254,12 @@ PyObject* server_stop(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     return nullptr;
   }
   if (self->server != nullptr) self->server->stop(graceful != 0);
+  Py_RETURN_NONE;
+}
+
+PyObject* server_reload(PyObject* self_obj, PyObject*) {
+  auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  if (self->server != nullptr) self->server->reload();
   Py_RETURN_NONE;
 }
 
@@ -272,8 +287,9 @@ PyMethodDef server_methods[] = {
     {"start", server_start, METH_NOARGS, "start() -> list of URLs listened at"},
     {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_wait)),
      METH_VARARGS | METH_KEYWORDS,
-     "wait(signals=False): until stopped; with signals, SIGTERM stops gracefully and "
-     "SIGINT/SIGQUIT at once"},
+     "wait(signals=False): until stopped; with signals, SIGTERM stops gracefully, "
+     "SIGINT/SIGQUIT at once, and SIGHUP reloads"},
+    {"reload", server_reload, METH_NOARGS, "reload(): new workers import the application"},
     {"stop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_stop)),
      METH_VARARGS | METH_KEYWORDS, "stop(graceful=True)"},
     {nullptr, nullptr, 0, nullptr},

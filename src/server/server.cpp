@@ -25,6 +25,7 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -174,6 +175,9 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   }
 
   void accept(std::size_t index);
+  std::shared_ptr<detail::Worker> make_worker(std::size_t slot);
+  void replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old);
+  void reload();
   void on_stop_signal();
   void begin_stop(bool graceful);
   void session_ended(Session* s);
@@ -189,7 +193,14 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   net::io_context io;
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   std::vector<std::string> unix_paths;
-  std::vector<std::unique_ptr<detail::Worker>> workers;
+  // The current worker of each slot; a slot's threads move to a new worker
+  // (recycling, reload) after their current request.
+  std::mutex workers_mu;
+  std::vector<std::shared_ptr<detail::Worker>> workers;
+  std::atomic<std::uint64_t> generation{0};
+  std::mt19937_64 jitter_rng{std::random_device{}()};
+  std::mutex helpers_mu;
+  std::vector<std::thread> helpers;  // reloads; joined by wait()
   std::vector<std::thread> threads;
   int stop_pipe[2] = {-1, -1};
   std::optional<net::posix::stream_descriptor> stop_reader;
@@ -206,8 +217,42 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
 };
 
 namespace {
-thread_local detail::Worker* t_worker = nullptr;
+
+// The serving thread's slot and the worker it is attached to.
+struct ThreadSlot {
+  ServerState* server = nullptr;
+  std::size_t slot = 0;
+  std::shared_ptr<detail::Worker> worker;
+};
+thread_local ThreadSlot t_slot;
+
+// Moves this thread to its slot's current worker if that changed; the last
+// thread to leave a retired worker closes it.
+void follow_slot() {
+  ServerState& s = *t_slot.server;
+  std::shared_ptr<detail::Worker> current;
+  {
+    std::lock_guard lock(s.workers_mu);
+    current = s.workers[t_slot.slot];
+  }
+  if (current == t_slot.worker) return;
+  std::shared_ptr<detail::Worker> old = std::move(t_slot.worker);
+  if (old) {
+    old->end_thread();
+    if (old->leave() == 0) {
+      try {
+        old->close();
+      } catch (const std::exception& e) {
+        s.log("ERROR", std::string("closing a retired worker: ") + e.what());
+      }
+    }
+  }
+  current->begin_thread();
+  current->join();
+  t_slot.worker = std::move(current);
 }
+
+}  // namespace
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -310,7 +355,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     detail::Response r;
     try {
-      r = t_worker->handle(req, peer, https);
+      follow_slot();
+      r = t_slot.worker->handle(req, peer, https);
+      if (t_slot.worker->count_request()) {
+        server_.replace_worker(t_slot.slot, t_slot.worker);
+      }
     } catch (const std::exception& e) {
       r.error = e.what();
       r.status = 500;
@@ -480,7 +529,12 @@ void ServerState::on_stop_signal() {
   stop_reader->async_read_some(net::buffer(&stop_byte, 1),
                                [this](beast::error_code ec, std::size_t n) {
                                  if (ec || n == 0) return;
-                                 if (stop_byte == 'g') {
+                                 if (stop_byte == 'r') {
+                                   // Creating the workers takes a while: not
+                                   // on a thread that serves.
+                                   std::lock_guard lock(helpers_mu);
+                                   helpers.emplace_back([this] { reload(); });
+                                 } else if (stop_byte == 'g') {
                                    log("INFO", "Stopping: finishing requests in flight");
                                    begin_stop(true);
                                  } else {
@@ -489,6 +543,53 @@ void ServerState::on_stop_signal() {
                                  }
                                  on_stop_signal();
                                });
+}
+
+std::shared_ptr<detail::Worker> ServerState::make_worker(std::size_t slot) {
+  std::uint64_t limit = 0;
+  if (options.max_requests != 0) {
+    std::lock_guard lock(workers_mu);
+    limit = options.max_requests +
+            (options.max_requests_jitter != 0 ? jitter_rng() % (options.max_requests_jitter + 1)
+                                              : 0);
+  }
+  return std::make_shared<detail::Worker>(options, slot, limit);
+}
+
+// Puts a new worker in the slot; the slot's threads move to it after their
+// current request, and the last one to leave the old one closes it.
+void ServerState::replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old) {
+  if (stopping.load()) return;
+  std::shared_ptr<detail::Worker> fresh;
+  try {
+    fresh = make_worker(slot);
+  } catch (const std::exception& e) {
+    log("ERROR", "could not make a new worker (the old one serves on): " + std::string(e.what()));
+    old->keep_serving();
+    return;
+  }
+  {
+    std::lock_guard lock(workers_mu);
+    if (workers[slot] != old) return;  // replaced meanwhile (a reload)
+    workers[slot] = fresh;
+  }
+  log("INFO", "worker " + std::to_string(slot) + ": new interpreter (" +
+                  (old->handled() >= old->limit() && old->limit() != 0 ? "max requests"
+                                                                        : "reload") +
+                  ")");
+}
+
+void ServerState::reload() {
+  log("INFO", "Reloading: new workers import the application");
+  for (std::size_t slot = 0; slot < options.workers && !stopping.load(); ++slot) {
+    std::shared_ptr<detail::Worker> old;
+    {
+      std::lock_guard lock(workers_mu);
+      old = workers[slot];
+    }
+    old->retire();
+    replace_worker(slot, old);
+  }
 }
 
 Server::Server(Options options) : state_(std::make_shared<ServerState>(std::move(options))) {
@@ -544,9 +645,7 @@ std::vector<std::string> Server::start() {
     }
     s.acceptors.push_back(std::move(acceptor));
   }
-  for (std::size_t i = 0; i < s.options.workers; ++i) {
-    s.workers.push_back(std::make_unique<detail::Worker>(s.options, i));
-  }
+  for (std::size_t i = 0; i < s.options.workers; ++i) s.workers.push_back(s.make_worker(i));
   if (::pipe2(s.stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) throw Error("pipe2 failed");
   s.stop_reader.emplace(s.io, s.stop_pipe[0]);
   s.stop_pipe[0] = -1;  // owned by the descriptor now
@@ -557,9 +656,14 @@ std::vector<std::string> Server::start() {
   for (std::size_t w = 0; w < s.workers.size(); ++w) {
     for (std::size_t t = 0; t < s.options.threads; ++t) {
       s.threads.emplace_back([state, w] {
-        detail::Worker* worker = state->workers[w].get();
-        worker->begin_thread();
-        t_worker = worker;
+        t_slot.server = state.get();
+        t_slot.slot = w;
+        try {
+          follow_slot();
+        } catch (const std::exception& e) {
+          state->log("ERROR", std::string("server thread: ") + e.what());
+          return;
+        }
         for (;;) {
           try {
             state->io.run();
@@ -568,8 +672,22 @@ std::vector<std::string> Server::start() {
             state->log("ERROR", std::string("server thread: ") + e.what());
           }
         }
-        t_worker = nullptr;
+        std::shared_ptr<detail::Worker> worker = std::move(t_slot.worker);
+        t_slot = ThreadSlot{};
         worker->end_thread();
+        bool current;
+        {
+          std::lock_guard lock(state->workers_mu);
+          current = w < state->workers.size() && state->workers[w] == worker;
+        }
+        // A retired worker's last thread closes it; wait() closes the others.
+        if (worker->leave() == 0 && !current) {
+          try {
+            worker->close();
+          } catch (const std::exception& e) {
+            state->log("ERROR", std::string("closing a retired worker: ") + e.what());
+          }
+        }
       });
     }
   }
@@ -584,6 +702,14 @@ void Server::stop(bool graceful) noexcept {
   (void)n;
 }
 
+void Server::reload() noexcept {
+  int fd = state_->stop_pipe[1];
+  if (fd < 0) return;
+  char byte = 'r';
+  ssize_t n = ::write(fd, &byte, 1);
+  (void)n;
+}
+
 void Server::wait() {
   ServerState& s = *state_;
   if (!s.started || s.waited) return;
@@ -591,6 +717,12 @@ void Server::wait() {
     DetachGuard detached;
     for (auto& t : s.threads) t.join();
     s.threads.clear();
+    std::vector<std::thread> helpers;
+    {
+      std::lock_guard lock(s.helpers_mu);
+      helpers = std::move(s.helpers);
+    }
+    for (auto& t : helpers) t.join();
   }
   s.waited = true;
   // Connections left (a stop that did not wait for them) are dropped.
@@ -600,14 +732,19 @@ void Server::wait() {
   }
   s.acceptors.clear();
   for (const auto& path : s.unix_paths) ::unlink(path.c_str());
-  for (auto& w : s.workers) {
+  std::vector<std::shared_ptr<detail::Worker>> all;
+  {
+    std::lock_guard lock(s.workers_mu);
+    all = std::move(s.workers);
+    s.workers.clear();
+  }
+  for (auto& w : all) {
     try {
       w->close();
     } catch (const std::exception& e) {
       s.log("ERROR", std::string("closing a worker: ") + e.what());
     }
   }
-  s.workers.clear();
 }
 
 std::uint64_t Server::requests() const noexcept { return state_->served.load(); }

@@ -189,8 +189,8 @@ std::string cgi_name(const std::string& name) {
 
 }  // namespace
 
-Worker::Worker(const Options& options, std::size_t index)
-    : interp_(Interpreter::create()), index_(index) {
+Worker::Worker(const Options& options, std::size_t index, std::uint64_t max_requests)
+    : interp_(Interpreter::create()), index_(index), limit_(max_requests) {
   std::vector<Value> path;
   for (const auto& p : options.pythonpath) path.push_back(Value::from_str(p));
   interp_.set_main_attrs(Value::dict({

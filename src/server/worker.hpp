@@ -4,6 +4,7 @@
 
 #include <Python.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -39,7 +40,7 @@ class Worker {
  public:
   // Creates the interpreter and imports the application there. Throws
   // ExecutionFailed (the import's error) or InterpreterError.
-  Worker(const Options& options, std::size_t index);
+  Worker(const Options& options, std::size_t index, std::uint64_t max_requests = 0);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -47,6 +48,21 @@ class Worker {
   // On a thread that will serve this worker: keep one thread state.
   void begin_thread() { interp_.pin_thread(); }
   void end_thread() { interp_.unpin_thread(); }
+  // Threads on this worker: join() after begin_thread(); leave() returns
+  // how many are left.
+  void join() { threads_.fetch_add(1); }
+  int leave() { return threads_.fetch_sub(1) - 1; }
+
+  // Counts a request; true once, when the worker has served its share and
+  // is to be replaced.
+  bool count_request() {
+    std::uint64_t n = handled_.fetch_add(1) + 1;
+    return limit_ != 0 && n >= limit_ && !retiring_.exchange(true);
+  }
+  std::uint64_t handled() const { return handled_.load(); }
+  std::uint64_t limit() const { return limit_; }
+  void retire() { retiring_.store(true); }
+  void keep_serving() { retiring_.store(false); }
 
   // Runs the application for one request on the calling thread.
   Response handle(const RequestParser& request, const Peer& peer, bool https);
@@ -60,6 +76,10 @@ class Worker {
 
   Interpreter interp_;
   std::size_t index_;
+  std::uint64_t limit_;
+  std::atomic<std::uint64_t> handled_{0};
+  std::atomic<int> threads_{0};
+  std::atomic<bool> retiring_{false};
   // Objects of this worker's interpreter, used only with it attached.
   py::ref handler_;  // the glue that calls the application
   py::ref base_environ_;

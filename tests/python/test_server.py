@@ -15,6 +15,7 @@ import threading
 import time
 import unittest
 
+import subinterp
 import subinterp.server
 
 from helpers import check_no_sanitizer_report
@@ -394,6 +395,76 @@ class Threads(ServerTestBase):
         self.assertLess(time.monotonic() - start, 1.5)
 
 
+class Recycling(ServerTestBase):
+    options = {'workers': 1, 'max_requests': 3}
+
+    def test_max_requests_replaces_the_interpreter(self):
+        ids = [int(self.get('/whoami')[2]) for _ in range(9)]
+        self.assertEqual(len(set(ids)), 3, ids)
+        self.assertEqual(ids, sorted(ids))
+        for i in range(0, 9, 3):
+            self.assertEqual(len(set(ids[i:i + 3])), 1, ids)
+        # Retired interpreters are closed, not kept.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alive = {i.id for i in subinterp.list_all()}
+            if not alive & set(ids[:6]):
+                break
+            time.sleep(0.05)
+        self.assertFalse(alive & set(ids[:6]), (alive, ids))
+
+
+class Reload(ServerTestBase):
+    options = {'workers': 2}
+
+    def test_reload_swaps_workers_and_refuses_nothing(self):
+        before = {int(self.get('/whoami')[2]) for _ in range(10)}
+        failures = []
+        done = threading.Event()
+        answered = [0]
+
+        def load():
+            conn = self.served.connection()
+            while not done.is_set():
+                try:
+                    conn.request('GET', '/whoami')
+                    r = conn.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        failures.append(r.status)
+                    answered[0] += 1
+                except (OSError, http.client.HTTPException) as exc:
+                    failures.append(repr(exc))
+                    conn = self.served.connection()
+                try:  # a new connection each time, too
+                    status, _, _ = self.get('/hello')
+                    if status != 200:
+                        failures.append(status)
+                except OSError as exc:
+                    failures.append(repr(exc))
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        self.served.server.reload()
+        deadline = time.monotonic() + 15
+        after = set()
+        while time.monotonic() < deadline:
+            after = {int(self.get('/whoami')[2]) for _ in range(10)}
+            if not after & before:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        done.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(failures, [])
+        self.assertGreater(answered[0], 10)
+        self.assertFalse(after & before, (before, after))
+        self.assertEqual(len(after), 2)
+
+
 class CommandLine(unittest.TestCase):
 
     def start(self, *args):
@@ -457,6 +528,28 @@ class CommandLine(unittest.TestCase):
         proc.send_signal(signal.SIGINT)
         out, err = self.finish(proc)
         self.assertEqual(proc.returncode, 0, err)
+
+    def test_sighup_reloads(self):
+        proc, port, _ = self.start()
+
+        def whoami():
+            conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
+            conn.request('GET', '/whoami')
+            return int(conn.getresponse().read())
+
+        before = {whoami() for _ in range(6)}
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            after = {whoami() for _ in range(6)}
+            if not after & before:
+                break
+            time.sleep(0.1)
+        self.assertFalse(after & before, (before, after))
+        proc.send_signal(signal.SIGTERM)
+        out, err = self.finish(proc)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn('Reloading', err)
 
     def test_bad_app_is_a_clear_error(self):
         proc = subprocess.run(

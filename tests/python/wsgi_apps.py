@@ -130,6 +130,15 @@ def slow(environ, start_response):
     return hello(environ, start_response)
 
 
+def whoami(environ, start_response):
+    """The id of the interpreter that serves the request."""
+    import subinterp
+    body = str(subinterp.get_current().id).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+
+
 def router(environ, start_response):
     path = environ['PATH_INFO']
     name = path.strip('/').split('/')[0] or 'hello'
@@ -144,5 +153,5 @@ ROUTES = {
     'hello': hello, 'echo': echo, 'stream': stream, 'closing': closing,
     'raises': raises, 'returns_str': returns_str, 'no_start': no_start,
     'twice': twice, 'exc_info': exc_info_replaces, 'bad_header': bad_header,
-    'slow': slow,
+    'slow': slow, 'whoami': whoami,
 }
