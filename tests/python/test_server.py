@@ -319,6 +319,47 @@ def debian_package(name):
         raise unittest.SkipTest(f"Debian's python3-{name} is not installed")
 
 
+class SlowClients(ServerTestBase):
+    # timeout: the time a client may take to send its request
+    options = {'workers': 2, 'timeout': 2.0}
+
+    def test_trickling_clients_block_nobody_and_are_closed(self):
+        slow = []
+        for _ in range(200):
+            s = socket.create_connection(('127.0.0.1', self.served.port), timeout=TIMEOUT)
+            s.sendall(b'G')
+            slow.append(s)
+        try:
+            start = time.monotonic()
+            for i in range(3):  # a byte a second from each, while others are served
+                for s in slow:
+                    try:
+                        s.sendall(b'ET /hello HTTP/1.1\r\n'[i:i + 1])
+                    except OSError:
+                        pass
+                for _ in range(5):
+                    t0 = time.monotonic()
+                    self.assertEqual(self.get('/hello')[0], 200)
+                    self.assertLess(time.monotonic() - t0, 1.0)
+                time.sleep(max(0.0, start + i + 1 - time.monotonic()))
+            # Past the timeout, every slow connection is closed by the server.
+            deadline = time.monotonic() + 10
+            closed = 0
+            for s in slow:
+                s.settimeout(max(0.1, deadline - time.monotonic()))
+                try:
+                    data = s.recv(1024)
+                    closed += data == b'' or data.startswith(b'HTTP/1.1 4')
+                except ConnectionResetError:
+                    closed += 1
+                except socket.timeout:
+                    pass
+            self.assertEqual(closed, 200)
+        finally:
+            for s in slow:
+                s.close()
+
+
 class Validated(ServerTestBase):
     """Every request through wsgiref.validate.validator."""
     options = {'app': 'validated:router', 'pythonpath': [WEBAPPS, HERE]}
