@@ -174,6 +174,45 @@ def starved(port, path, seconds):
     return sum(1 for a in answered if a == 0)
 
 
+def memory_per_worker(table_fn, py, counts=(1, 4)):
+    """RSS of each server's process tree with 1 and with 4 workers, after
+    the Flask route and /hello were each requested 200 times: what an extra
+    worker costs (an interpreter against a process)."""
+    print('\nmemory per extra worker (RSS of the process tree after 200 requests per route)')
+    header = f"{'server':34} " + ' '.join(f'{f"-w {n}":>10}' for n in counts) + '  per extra worker'
+    print(header)
+    print('-' * len(header))
+    rows = {}
+    for n in counts:
+        port = free_port()
+        for name, (argv, env_add) in table_fn(py, port, n).items():
+            kind = name.rsplit(' -w', 1)[0] if ' -w' in name else name
+            if 'uwsgi' in name or 'gthread' in name:
+                continue
+            env = dict(os.environ, **env_add)
+            proc = subprocess.Popen(argv, cwd=HERE, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                if not wait_port(port, proc):
+                    continue
+                for path in ('/hello', '/flask'):
+                    subprocess.run(['wrk', '-t1', f'-c{2 * n}', '-d1s',
+                                    f'http://127.0.0.1:{port}{path}'], capture_output=True)
+                time.sleep(0.5)
+                rows.setdefault(kind, {})[n] = tree_rss(proc.pid) / 1024
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+    for kind, by_n in rows.items():
+        if len(by_n) == len(counts):
+            extra = (by_n[counts[-1]] - by_n[counts[0]]) / (counts[-1] - counts[0])
+            print(f'{kind:34} ' + ' '.join(f'{by_n[n]:8.1f}Mi' for n in counts) +
+                  f'  {extra:6.1f} MiB')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
@@ -184,12 +223,17 @@ def main():
     p.add_argument('--only', help='endpoints, comma-separated (hello,cpu,flask)')
     p.add_argument('--servers', help='names to keep (substring match, comma-separated)')
     p.add_argument('--quick', action='store_true', help='1 round of 2 s')
+    p.add_argument('--memory', action='store_true',
+                   help='only the memory per extra worker (1 and 4 workers)')
     args = p.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2, 1
     if not shutil.which('wrk'):
         sys.exit('wrk is needed: apt-get install wrk')
     py = sys.executable
+    if args.memory:
+        memory_per_worker(servers, py)
+        return
     endpoints = [e for e in ENDPOINTS if not args.only or e in args.only.split(',')]
     port = free_port()
     table = servers(py, port, args.workers)
