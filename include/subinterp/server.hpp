@@ -58,8 +58,10 @@ struct Options {
   std::vector<std::string> pythonpath;
   // Where log lines go (each without its newline); empty: stderr.
   std::function<void(std::string_view)> error_log;
-  // Access log lines in gunicorn's default format; empty: none.
+  // Access log lines; empty: none. Their format is gunicorn's language
+  // (%(h)s, %(r)s, %(s)s, %({header}i)s, ...); empty: gunicorn's default.
   std::function<void(std::string_view)> access_log;
+  std::string access_log_format;
   // Remote addresses whose X-Forwarded-For / X-Forwarded-Proto are honoured
   // ("*" for all).
   std::vector<std::string> forwarded_allow_ips = {"127.0.0.1", "::1"};

@@ -41,6 +41,8 @@ def _serve_parser(sub):
     p.add_argument('--limit-request-body', type=int, default=0, metavar='BYTES',
                    help='largest request body (default: no limit)')
     p.add_argument('--access-logfile', metavar='PATH', help="access log ('-': stdout)")
+    p.add_argument('--access-logformat', metavar='FORMAT',
+                   help="gunicorn's access log format (%%(h)s %%(r)s %%(s)s ...)")
     p.add_argument('--error-logfile', '--log-file', default='-', metavar='PATH',
                    dest='error_logfile', help="error log ('-': stderr, the default)")
     p.add_argument('--log-level', default='info',

@@ -36,6 +36,7 @@ DEFAULTS = {
     'max_requests': 0,          # never recycle
     'max_requests_jitter': 0,
     'access_logfile': None,
+    'access_logformat': None,   # gunicorn's default
     'error_logfile': '-',
     'log_level': 'info',
     'chdir': None,
@@ -104,6 +105,7 @@ def Server(app, **options):
         max_requests_jitter=int(opts['max_requests_jitter'] or 0),
         pythonpath=pythonpath,
         access_log=opts['access_logfile'] or '',
+        access_log_format=opts['access_logformat'] or '',
         error_log=opts['error_logfile'] or '',
         log_level=level,
         forwarded_allow_ips=allow,

@@ -146,6 +146,7 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     o.max_requests = num_item<std::uint64_t>(kwargs, "max_requests", 0);
     o.max_requests_jitter = num_item<std::uint64_t>(kwargs, "max_requests_jitter", 0);
     o.pythonpath = list_item(kwargs, "pythonpath", {});
+    o.access_log_format = str_item(kwargs, "access_log_format", "");
     o.forwarded_allow_ips = list_item(kwargs, "forwarded_allow_ips", o.forwarded_allow_ips);
     self->mu = new std::mutex();
     self->access_file = open_log(str_item(kwargs, "access_log", ""), stdout, self->own_access);

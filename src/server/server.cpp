@@ -29,6 +29,7 @@
 #include <set>
 #include <thread>
 
+#include "access_log.hpp"
 #include "parser.hpp"
 #include "subinterp/error.hpp"
 #include "subinterp/thread_state.hpp"
@@ -54,14 +55,6 @@ std::string now_for_log() {
   return buf;
 }
 
-std::string now_for_access_log() {
-  char buf[64];
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "[%d/%b/%Y:%H:%M:%S %z]", &tm);
-  return buf;
-}
 
 // "HOST:PORT", "[v6]:PORT", "unix:PATH" -> a generic endpoint.
 Protocol::endpoint parse_bind(const std::string& spec, std::string& unix_path) {
@@ -147,7 +140,10 @@ class Session;
 
 class ServerState : public std::enable_shared_from_this<ServerState> {
  public:
-  explicit ServerState(Options o) : options(std::move(o)) {
+  explicit ServerState(Options o)
+      : options(std::move(o)),
+        access_format(options.access_log_format.empty() ? detail::kDefaultAccessLogFormat
+                                                        : options.access_log_format) {
     if (options.workers == 0) {
       options.workers = std::max(1u, std::thread::hardware_concurrency());
     }
@@ -190,6 +186,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
 
   Options options;
   detail::Limits limits;
+  detail::AccessLogFormat access_format;
   net::io_context io;
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   std::vector<std::string> unix_paths;
@@ -353,6 +350,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
       }
     }
+    const auto started = std::chrono::steady_clock::now();
     detail::Response r;
     try {
       follow_slot();
@@ -396,17 +394,19 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (!bodyless) res->body() = std::move(r.body);
     res->keep_alive(keep);
-    std::string line = peer.remote_addr + " - - " + now_for_access_log() + " \"" + req.method +
-                       " " + req.target + (req.version == 10 ? " HTTP/1.0" : " HTTP/1.1") + "\" " +
-                       std::to_string(r.status) + " " +
-                       (bodyless ? std::string("-") : std::to_string(res->body().size()));
     if (server_.options.access_log) {
-      std::string referer = "-", agent = "-";
-      for (const auto& [name, value] : req.fields) {
-        if (beast::iequals(name, "referer")) referer = value;
-        if (beast::iequals(name, "user-agent")) agent = value;
-      }
-      server_.access(line + " \"" + referer + "\" \"" + agent + "\"");
+      detail::AccessRecord record;
+      record.remote_addr = peer.remote_addr;
+      record.method = req.method;
+      record.target = req.target;
+      record.version = req.version;
+      record.status = r.status;
+      record.body_bytes = res->body().size();
+      record.bodyless = bodyless;
+      record.request_headers = &req.fields;
+      record.response_headers = &r.headers;
+      record.duration = std::chrono::steady_clock::now() - started;
+      server_.access(server_.access_format.format(record));
     }
     stream_.expires_after(std::chrono::seconds(60));
     http::async_write(stream_, *res,

@@ -360,6 +360,47 @@ class SlowClients(ServerTestBase):
                 s.close()
 
 
+class AccessLog(unittest.TestCase):
+
+    def test_default_and_custom_formats(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            logs = {}
+            for name, fmt in [('default', None),
+                              ('custom', '%(m)s|%(U)s|%(q)s|%(s)s|%(B)s|%(b)s|%({X-Test}i)s|'
+                                         '%({Content-Type}o)s|%(H)s|%(D)s|%%')]:
+                path = os.path.join(tmp, name + '.log')
+                served = Served(workers=1, access_logfile=path, access_logformat=fmt)
+                try:
+                    conn = served.connection()
+                    conn.request('GET', '/hello?a=1', headers={'X-Test': 'xt',
+                                                             'User-Agent': 'ua/1',
+                                                             'Referer': 'http://r/'})
+                    conn.getresponse().read()
+                    conn.request('HEAD', '/hello')
+                    conn.getresponse().read()
+                    conn.close()
+                finally:
+                    served.stop()
+                with open(path) as f:
+                    logs[name] = f.read().splitlines()
+        get, head = logs['default']
+        self.assertRegex(get, r'^127\.0\.0\.1 - - \[\d\d/\w\w\w/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+                              r'"GET /hello\?a=1 HTTP/1\.1" 200 14 "http://r/" "ua/1"$')
+        self.assertIn('"HEAD /hello HTTP/1.1" 200 - "-"', head)
+        get, head = logs['custom']
+        fields = get.split('|')
+        self.assertEqual(fields[:9], ['GET', '/hello', 'a=1', '200', '14', '14', 'xt',
+                                      'text/plain', 'HTTP/1.1'])
+        self.assertTrue(fields[9].isdigit())
+        self.assertEqual(fields[10], '%')
+        self.assertEqual(head.split('|')[4:6], ['0', '-'])
+
+    def test_unknown_atom(self):
+        with self.assertRaisesRegex(ValueError, "unknown atom 'zz'"):
+            subinterp.server.Server('wsgi_apps:router', bind=['127.0.0.1:0'],
+                                    access_logformat='%(zz)s')
+
+
 class Validated(ServerTestBase):
     """Every request through wsgiref.validate.validator."""
     options = {'app': 'validated:router', 'pythonpath': [WEBAPPS, HERE]}
