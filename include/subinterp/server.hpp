@@ -45,6 +45,11 @@ struct Options {
   double keep_alive = 2.0;          // s an idle connection is kept
   double graceful_timeout = 30.0;   // s in-flight requests get on a graceful stop
   double read_timeout = 30.0;       // s a client may take to send a request
+  // s a request may run in the application (0: no limit). Past it the
+  // request gets TimeoutError raised inside it (the client then gets a 500);
+  // still running at twice the time (stuck in C code), its worker is given
+  // up: a new interpreter and a new thread take its place.
+  double timeout = 30.0;
   // gunicorn's limits (0: no limit).
   std::size_t limit_request_line = 4094;
   std::size_t limit_request_fields = 100;

@@ -25,6 +25,10 @@ def _serve_parser(sub):
                    help='threads per worker, sharing its GIL (default 1)')
     p.add_argument('--backlog', type=int, default=2048, metavar='N')
     p.add_argument('-t', '--timeout', type=float, default=30.0, metavar='S',
+                   help='seconds a request may run in the application: past it, '
+                        'TimeoutError is raised in it, and at twice that its worker is '
+                        'replaced (default 30; 0: no limit)')
+    p.add_argument('--read-timeout', type=float, default=30.0, metavar='S',
                    help='seconds a client may take to send a request (default 30)')
     p.add_argument('--graceful-timeout', type=float, default=30.0, metavar='S',
                    help='seconds requests in flight get after SIGTERM (default 30)')

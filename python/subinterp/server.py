@@ -26,7 +26,8 @@ DEFAULTS = {
     'workers': None,            # one per core
     'threads': 1,
     'backlog': 2048,
-    'timeout': 30.0,
+    'timeout': 30.0,            # a request's time in the application
+    'read_timeout': 30.0,       # a client's time to send its request
     'graceful_timeout': 30.0,
     'keep_alive': 2.0,
     'limit_request_line': 4094,
@@ -96,7 +97,8 @@ def Server(app, **options):
         backlog=int(opts['backlog']),
         keep_alive=float(opts['keep_alive']),
         graceful_timeout=float(opts['graceful_timeout']),
-        read_timeout=float(opts['timeout']),
+        timeout=float(opts['timeout'] or 0),
+        read_timeout=float(opts['read_timeout']),
         limit_request_line=int(opts['limit_request_line']),
         limit_request_fields=int(opts['limit_request_fields']),
         limit_request_field_size=int(opts['limit_request_field_size']),

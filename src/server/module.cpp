@@ -137,6 +137,7 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     o.keep_alive = num_item<double>(kwargs, "keep_alive", o.keep_alive);
     o.graceful_timeout = num_item<double>(kwargs, "graceful_timeout", o.graceful_timeout);
     o.read_timeout = num_item<double>(kwargs, "read_timeout", o.read_timeout);
+    o.timeout = num_item<double>(kwargs, "timeout", o.timeout);
     o.limit_request_line = num_item<std::size_t>(kwargs, "limit_request_line", o.limit_request_line);
     o.limit_request_fields =
         num_item<std::size_t>(kwargs, "limit_request_fields", o.limit_request_fields);

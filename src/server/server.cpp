@@ -21,6 +21,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <pthread.h>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
@@ -138,6 +140,15 @@ const char* reason_for(int status) {
 
 class Session;
 
+// What the watchdog knows of one serving thread.
+struct Watch {
+  std::size_t slot = 0;
+  unsigned long ident = 0;                 // pthread_self(), as CPython names threads
+  std::atomic<std::int64_t> since_ns{0};   // start of the request in the app, or 0
+  std::atomic<int> stage{0};               // 0 running, 1 interrupted, 2 given up
+  std::shared_ptr<detail::Worker> worker;  // guarded by ServerState::watch_mu
+};
+
 class ServerState : public std::enable_shared_from_this<ServerState> {
  public:
   explicit ServerState(Options o)
@@ -198,6 +209,31 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   std::mt19937_64 jitter_rng{std::random_device{}()};
   std::mutex helpers_mu;
   std::vector<std::thread> helpers;  // reloads; joined by wait()
+
+  // The request timeout: the watchdog raises TimeoutError in a request that
+  // runs longer than options.timeout, and gives the worker up (a new one
+  // takes the slot, a new thread the stuck one's place) at twice that.
+  std::mutex watch_mu;
+  std::condition_variable watch_cv;
+  std::vector<std::unique_ptr<Watch>> watches;  // guarded by watch_mu
+  std::thread watchdog_thread;
+  bool watch_stop = false;                      // guarded by watch_mu
+  void watchdog();
+  void start_thread(std::size_t slot);
+  void interrupt(Watch& w);
+  std::mutex threads_mu;  // guards threads once serving began
+  // Set when the io_context is stopped: wait() then ends the threads.
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool io_stopped = false;  // guarded by stop_mu
+  void stop_io() {
+    io.stop();
+    {
+      std::lock_guard lock(stop_mu);
+      io_stopped = true;
+    }
+    stop_cv.notify_all();
+  }
   std::vector<std::thread> threads;
   int stop_pipe[2] = {-1, -1};
   std::optional<net::posix::stream_descriptor> stop_reader;
@@ -220,6 +256,7 @@ struct ThreadSlot {
   ServerState* server = nullptr;
   std::size_t slot = 0;
   std::shared_ptr<detail::Worker> worker;
+  Watch* watch = nullptr;
 };
 thread_local ThreadSlot t_slot;
 
@@ -352,9 +389,28 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     const auto started = std::chrono::steady_clock::now();
     detail::Response r;
+    Watch* watch = t_slot.watch;
     try {
       follow_slot();
+      if (watch != nullptr) {
+        {
+          std::lock_guard lock(server_.watch_mu);
+          watch->worker = t_slot.worker;
+        }
+        watch->stage.store(0);
+        watch->since_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
+      }
       r = t_slot.worker->handle(req, peer, https);
+      if (watch != nullptr) {
+        watch->since_ns.store(0);
+        if (watch->stage.load() != 0) {
+          server_.log("WARNING", "request " + req.method + " " + req.target +
+                                     " ran past the timeout (" +
+                                     std::to_string(server_.options.timeout) + " s)");
+          if (r.error.empty()) r.error = "timed out";
+          r.status = 500;
+        }
+      }
       if (t_slot.worker->count_request()) {
         server_.replace_worker(t_slot.slot, t_slot.worker);
       }
@@ -486,7 +542,7 @@ void ServerState::session_ended(Session* s) {
     }
     none_left = sessions.empty();
   }
-  if (none_left && stopping.load()) io.stop();
+  if (none_left && stopping.load()) stop_io();
 }
 
 void ServerState::begin_stop(bool graceful_stop) {
@@ -501,7 +557,7 @@ void ServerState::begin_stop(bool graceful_stop) {
     open.assign(sessions.begin(), sessions.end());
   }
   if (open.empty()) {
-    io.stop();
+    stop_io();
     return;
   }
   for (auto& s : open) {
@@ -517,11 +573,11 @@ void ServerState::begin_stop(bool graceful_stop) {
     grace_timer->async_wait([this](beast::error_code ec) {
       if (ec) return;
       log("WARNING", "graceful timeout: closing the connections still open");
-      io.stop();
+      stop_io();
     });
   } else {
     // Requests running in the application finish; nothing waits for them.
-    net::post(io, [this] { io.stop(); });
+    net::post(io, [this] { stop_io(); });
   }
 }
 
@@ -543,6 +599,126 @@ void ServerState::on_stop_signal() {
                                  }
                                  on_stop_signal();
                                });
+}
+
+void ServerState::start_thread(std::size_t w) {
+  auto watch = std::make_unique<Watch>();
+  watch->slot = w;
+  Watch* watch_ptr = watch.get();
+  {
+    std::lock_guard lock(watch_mu);
+    watches.push_back(std::move(watch));
+  }
+  auto state = shared_from_this();
+  std::lock_guard lock(threads_mu);
+  threads.emplace_back([state, w, watch_ptr] {
+    t_slot.server = state.get();
+    t_slot.slot = w;
+    t_slot.watch = state->options.timeout > 0 ? watch_ptr : nullptr;
+    watch_ptr->ident = static_cast<unsigned long>(pthread_self());
+    try {
+      follow_slot();
+    } catch (const std::exception& e) {
+      state->log("ERROR", std::string("server thread: ") + e.what());
+      return;
+    }
+    for (;;) {
+      try {
+        state->io.run();
+        break;
+      } catch (const std::exception& e) {
+        state->log("ERROR", std::string("server thread: ") + e.what());
+      }
+    }
+    std::shared_ptr<detail::Worker> worker = std::move(t_slot.worker);
+    t_slot = ThreadSlot{};
+    worker->end_thread();
+    bool current;
+    {
+      std::lock_guard lock(state->workers_mu);
+      current = w < state->workers.size() && state->workers[w] == worker;
+    }
+    // A retired worker's last thread closes it; wait() closes the others.
+    if (worker->leave() == 0 && !current) {
+      try {
+        worker->close();
+      } catch (const std::exception& e) {
+        state->log("ERROR", std::string("closing a retired worker: ") + e.what());
+      }
+    }
+  });
+}
+
+// Raises TimeoutError in the request's thread, from a thread of its own: it
+// needs the worker's GIL, which code stuck in C never gives up.
+void ServerState::interrupt(Watch& w) {
+  std::shared_ptr<detail::Worker> worker;
+  {
+    std::lock_guard lock(watch_mu);
+    worker = w.worker;
+  }
+  if (!worker) return;
+  unsigned long ident = w.ident;
+  std::thread([worker, ident, self = shared_from_this()] {
+    try {
+      worker->interrupt(ident);
+    } catch (const std::exception& e) {
+      self->log("ERROR", std::string("interrupting a request: ") + e.what());
+    }
+  }).detach();
+}
+
+void ServerState::watchdog() {
+  using clock = std::chrono::steady_clock;
+  const auto limit = std::chrono::duration_cast<clock::duration>(
+      std::chrono::duration<double>(options.timeout));
+  std::unique_lock lock(watch_mu);
+  while (!watch_stop) {
+    auto now = clock::now();
+    // Requests that start meanwhile are seen at the next look: at most a
+    // quarter of the timeout late.
+    auto next = now + std::max<clock::duration>(limit / 4, std::chrono::milliseconds(20));
+    std::vector<Watch*> to_interrupt, to_give_up;
+    for (auto& w : watches) {
+      std::int64_t since = w->since_ns.load();
+      if (since == 0) continue;
+      auto started = clock::time_point(clock::duration(since));
+      int stage = w->stage.load();
+      if (stage == 0 && now - started >= limit) {
+        w->stage.store(1);
+        to_interrupt.push_back(w.get());
+      } else if (stage == 1 && now - started >= 2 * limit) {
+        w->stage.store(2);
+        to_give_up.push_back(w.get());
+      }
+      if (stage == 0) next = std::min(next, started + limit);
+      if (stage == 1) next = std::min(next, started + 2 * limit);
+    }
+    lock.unlock();
+    for (Watch* w : to_interrupt) {
+      log("WARNING", "worker " + std::to_string(w->slot) +
+                         ": a request ran past the timeout; raising TimeoutError in it");
+      interrupt(*w);
+    }
+    for (Watch* w : to_give_up) {
+      std::shared_ptr<detail::Worker> stuck;
+      {
+        std::lock_guard g(watch_mu);
+        stuck = w->worker;
+      }
+      log("ERROR", "worker " + std::to_string(w->slot) +
+                       ": a request is still running at twice the timeout; a new worker "
+                       "and thread take its place");
+      if (stuck) {
+        stuck->retire();
+        replace_worker(w->slot, stuck);
+      }
+      if (!stopping.load()) start_thread(w->slot);
+    }
+    lock.lock();
+    if (!to_interrupt.empty() || !to_give_up.empty()) continue;
+    watch_cv.wait_until(lock, next);
+  }
 }
 
 std::shared_ptr<detail::Worker> ServerState::make_worker(std::size_t slot) {
@@ -652,43 +828,13 @@ std::vector<std::string> Server::start() {
   s.on_stop_signal();
   for (std::size_t i = 0; i < s.acceptors.size(); ++i) s.accept(i);
   s.started = true;
+  if (s.options.timeout > 0) {
+    s.watchdog_thread = std::thread([state = state_] { state->watchdog(); });
+  }
   auto state = state_;
   for (std::size_t w = 0; w < s.workers.size(); ++w) {
     for (std::size_t t = 0; t < s.options.threads; ++t) {
-      s.threads.emplace_back([state, w] {
-        t_slot.server = state.get();
-        t_slot.slot = w;
-        try {
-          follow_slot();
-        } catch (const std::exception& e) {
-          state->log("ERROR", std::string("server thread: ") + e.what());
-          return;
-        }
-        for (;;) {
-          try {
-            state->io.run();
-            break;
-          } catch (const std::exception& e) {
-            state->log("ERROR", std::string("server thread: ") + e.what());
-          }
-        }
-        std::shared_ptr<detail::Worker> worker = std::move(t_slot.worker);
-        t_slot = ThreadSlot{};
-        worker->end_thread();
-        bool current;
-        {
-          std::lock_guard lock(state->workers_mu);
-          current = w < state->workers.size() && state->workers[w] == worker;
-        }
-        // A retired worker's last thread closes it; wait() closes the others.
-        if (worker->leave() == 0 && !current) {
-          try {
-            worker->close();
-          } catch (const std::exception& e) {
-            state->log("ERROR", std::string("closing a retired worker: ") + e.what());
-          }
-        }
-      });
+      s.start_thread(w);
     }
   }
   return urls;
@@ -715,8 +861,43 @@ void Server::wait() {
   if (!s.started || s.waited) return;
   {
     DetachGuard detached;
-    for (auto& t : s.threads) t.join();
-    s.threads.clear();
+    {
+      // The watchdog keeps watching until the serving stops.
+      std::unique_lock lock(s.stop_mu);
+      s.stop_cv.wait(lock, [&] { return s.io_stopped; });
+    }
+    {
+      std::lock_guard lock(s.watch_mu);
+      s.watch_stop = true;
+    }
+    s.watch_cv.notify_all();
+    if (s.watchdog_thread.joinable()) s.watchdog_thread.join();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(s.threads_mu);
+      threads = std::move(s.threads);
+    }
+    std::vector<unsigned long> given_up;
+    {
+      std::lock_guard lock(s.watch_mu);
+      for (auto& w : s.watches) {
+        if (w->stage.load() == 2 && w->since_ns.load() != 0) given_up.push_back(w->ident);
+      }
+    }
+    for (auto& t : threads) {
+      // A thread whose request never returned (stuck in C code) is left to
+      // the process's exit; the others are joined.
+      bool stuck = false;
+      for (unsigned long ident : given_up) {
+        stuck = stuck || ident == static_cast<unsigned long>(t.native_handle());
+      }
+      if (stuck) {
+        s.log("ERROR", "leaving a thread whose request never returned");
+        t.detach();
+      } else {
+        t.join();
+      }
+    }
     std::vector<std::thread> helpers;
     {
       std::lock_guard lock(s.helpers_mu);

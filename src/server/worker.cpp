@@ -221,6 +221,10 @@ Worker::~Worker() {
   }
 }
 
+void Worker::interrupt(unsigned long ident) {
+  interp_.visit([&] { PyThreadState_SetAsyncExc(ident, PyExc_TimeoutError); });
+}
+
 void Worker::close() {
   if (closed_) return;
   closed_ = true;

@@ -67,6 +67,10 @@ class Worker {
   // Runs the application for one request on the calling thread.
   Response handle(const RequestParser& request, const Peer& peer, bool https);
 
+  // Raises TimeoutError in the thread `ident` (pthread_self()) when it next
+  // runs Python code in this worker. Blocks until the worker's GIL is free.
+  void interrupt(unsigned long ident);
+
   // Ends the interpreter (after every serving thread has ended).
   void close();
 

@@ -320,8 +320,7 @@ def debian_package(name):
 
 
 class SlowClients(ServerTestBase):
-    # timeout: the time a client may take to send its request
-    options = {'workers': 2, 'timeout': 2.0}
+    options = {'workers': 2, 'read_timeout': 2.0}
 
     def test_trickling_clients_block_nobody_and_are_closed(self):
         slow = []
@@ -358,6 +357,35 @@ class SlowClients(ServerTestBase):
         finally:
             for s in slow:
                 s.close()
+
+
+class RequestTimeout(ServerTestBase):
+    options = {'workers': 1, 'timeout': 1.0}
+
+    def test_python_code_past_the_timeout_gets_timeouterror(self):
+        start = time.monotonic()
+        status, _, _ = self.get('/spin')
+        elapsed = time.monotonic() - start
+        self.assertEqual(status, 500)
+        self.assertLess(elapsed, 5)  # the app would spin for 20 s
+        self.assertIn('TimeoutError', self.served.log())
+        self.assertIn('ran past the timeout', self.served.log())
+        # The same worker serves on.
+        self.assertEqual(self.get('/hello')[0], 200)
+
+    def test_a_request_stuck_outside_python_gets_its_worker_replaced(self):
+        before = int(self.get('/whoami')[2])
+        stuck = threading.Thread(target=self.get, args=('/slow?s=4',))
+        stuck.start()  # time.sleep: TimeoutError waits until it returns
+        time.sleep(2.8)  # past twice the timeout
+        start = time.monotonic()
+        status, _, body = self.get('/whoami')
+        self.assertEqual(status, 200)
+        self.assertLess(time.monotonic() - start, 1.0)  # a new thread serves meanwhile
+        self.assertNotEqual(int(body), before)
+        self.assertIn('a new worker and thread take its place', self.served.log())
+        stuck.join()
+        self.assertEqual(self.get('/hello')[0], 200)
 
 
 class AccessLog(unittest.TestCase):

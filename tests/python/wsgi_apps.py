@@ -139,6 +139,14 @@ def whoami(environ, start_response):
     return [body]
 
 
+def spin(environ, start_response):
+    """Pure-Python work for up to 20 s (a timeout must end it sooner)."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        pass
+    return hello(environ, start_response)
+
+
 def router(environ, start_response):
     path = environ['PATH_INFO']
     name = path.strip('/').split('/')[0] or 'hello'
@@ -153,5 +161,5 @@ ROUTES = {
     'hello': hello, 'echo': echo, 'stream': stream, 'closing': closing,
     'raises': raises, 'returns_str': returns_str, 'no_start': no_start,
     'twice': twice, 'exc_info': exc_info_replaces, 'bad_header': bad_header,
-    'slow': slow, 'whoami': whoami,
+    'slow': slow, 'whoami': whoami, 'spin': spin,
 }
