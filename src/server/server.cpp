@@ -400,9 +400,10 @@ class Session : public std::enable_shared_from_this<Session> {
         watch->stage.store(0);
         watch->since_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
       }
-      r = t_slot.worker->handle(req, peer, https);
+      r = t_slot.worker->handle(req, peer, https, watch ? &watch->since_ns : nullptr,
+                                watch ? &watch->stage : nullptr);
       if (watch != nullptr) {
-        watch->since_ns.store(0);
+        watch->since_ns.store(0);  // also when handle() threw
         if (watch->stage.load() != 0) {
           server_.log("WARNING", "request " + req.method + " " + req.target +
                                      " ran past the timeout (" +
@@ -659,9 +660,12 @@ void ServerState::interrupt(Watch& w) {
   }
   if (!worker) return;
   unsigned long ident = w.ident;
-  std::thread([worker, ident, self = shared_from_this()] {
+  std::int64_t since = w.since_ns.load();
+  Watch* watch = &w;  // watches live as long as the server state
+  std::thread([worker, ident, since, watch, self = shared_from_this()] {
     try {
-      worker->interrupt(ident);
+      // The request may have ended meanwhile: interrupt only the same one.
+      worker->interrupt(ident, [&] { return watch->since_ns.load() == since; });
     } catch (const std::exception& e) {
       self->log("ERROR", std::string("interrupting a request: ") + e.what());
     }

@@ -221,8 +221,10 @@ Worker::~Worker() {
   }
 }
 
-void Worker::interrupt(unsigned long ident) {
-  interp_.visit([&] { PyThreadState_SetAsyncExc(ident, PyExc_TimeoutError); });
+void Worker::interrupt(unsigned long ident, const std::function<bool()>& still) {
+  interp_.visit([&] {
+    if (still()) PyThreadState_SetAsyncExc(ident, PyExc_TimeoutError);
+  });
 }
 
 void Worker::close() {
@@ -358,7 +360,8 @@ Response Worker::response_from(PyObject* result) {
   return out;
 }
 
-Response Worker::handle(const RequestParser& request, const Peer& peer, bool https) {
+Response Worker::handle(const RequestParser& request, const Peer& peer, bool https,
+                        std::atomic<std::int64_t>* since, const std::atomic<int>* stage) {
   Response out;
   interp_.visit([&] {
     try {
@@ -370,6 +373,12 @@ Response Worker::handle(const RequestParser& request, const Peer& peer, bool htt
       ExceptionSnapshot snap = ExceptionSnapshot::capture(exc.get());
       out = Response{};
       out.error = snap.errdisplay.empty() ? snap.formatted : snap.errdisplay;
+    }
+    if (since != nullptr) since->store(0);
+    if (stage != nullptr && stage->load() != 0) {
+      // An interruption that came too late for this request must not hit
+      // the next one.
+      PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);
     }
   });
   if (!out.error.empty()) {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -64,12 +65,21 @@ class Worker {
   void retire() { retiring_.store(true); }
   void keep_serving() { retiring_.store(false); }
 
-  // Runs the application for one request on the calling thread.
-  Response handle(const RequestParser& request, const Peer& peer, bool https);
+  // Runs the application for one request on the calling thread. `since`
+  // and `stage`, when given, are the watchdog's marks of this request:
+  // `since` is cleared as soon as the application returns (with the GIL
+  // held, so an interruption decided for this request never lands in the
+  // next one), and if `stage` says it was interrupted, a TimeoutError still
+  // pending is dropped.
+  Response handle(const RequestParser& request, const Peer& peer, bool https,
+                  std::atomic<std::int64_t>* since = nullptr,
+                  const std::atomic<int>* stage = nullptr);
 
   // Raises TimeoutError in the thread `ident` (pthread_self()) when it next
-  // runs Python code in this worker. Blocks until the worker's GIL is free.
-  void interrupt(unsigned long ident);
+  // runs Python code in this worker, if `still()` (asked with the worker's
+  // GIL held, when that thread cannot move on to another request) says the
+  // request is still the one to interrupt. Blocks until the GIL is free.
+  void interrupt(unsigned long ident, const std::function<bool()>& still);
 
   // Ends the interpreter (after every serving thread has ended).
   void close();
