@@ -136,11 +136,11 @@ def serve(app, *, ready=None, **options):
     server = Server(app, **options)
     where = options.get('error_logfile', DEFAULTS['error_logfile'])
     _log(where, f'Starting subinterp server ({app})')
-    urls = server.start()
+    urls = server.start(signals=True)
     for url in urls:
         _log(where, f'Listening at: {url} ({os.getpid()})')
     if ready is not None:
         ready(urls)
-    server.wait(signals=True)
+    server.wait()
     _log(where, 'Shutting down')
     return server

@@ -108,6 +108,13 @@ def _subinterp_before_end():
                     for lock in locks:
                         lock.acquire()
                         lock.release()
+                # When that thread state is gone already (a thread that served
+                # the interpreter for a while), threading._shutdown() in
+                # Py_EndInterpreter would take this thread, if the system gave
+                # it the same thread id, for that main thread, and fail its
+                # assertion on the released lock. It is no thread any more.
+                if main is not None and main_lock is not None and not main_lock.locked():
+                    main._ident = None
         except BaseException:
             report()
     try:

@@ -25,6 +25,8 @@ namespace {
 struct ServerObject {
   PyObject_HEAD
   srv::Server* server;
+  bool signals;  // this server's start() installed the signal handlers
+  struct sigaction old_term, old_int, old_quit, old_hup;
   std::FILE* access_file;
   std::FILE* error_file;
   bool own_access;
@@ -189,9 +191,41 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   return -1;
 }
 
-PyObject* server_start(PyObject* self_obj, PyObject*) {
+void restore_signals(ServerObject* self) {
+  if (!self->signals) return;
+  sigaction(SIGTERM, &self->old_term, nullptr);
+  sigaction(SIGINT, &self->old_int, nullptr);
+  sigaction(SIGQUIT, &self->old_quit, nullptr);
+  sigaction(SIGHUP, &self->old_hup, nullptr);
+  g_signalled.store(nullptr);
+  self->signals = false;
+}
+
+PyObject* server_start(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   auto* self = reinterpret_cast<ServerObject*>(self_obj);
+  static const char* kwlist[] = {"signals", nullptr};
+  int signals = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:start", const_cast<char**>(kwlist),
+                                   &signals)) {
+    return nullptr;
+  }
   if (self->server == nullptr) return PyErr_Format(PyExc_RuntimeError, "not initialized");
+  if (signals) {
+    // From here on, not only once wait() runs: a signal that comes while
+    // the caller prints its "Listening at" lines must stop the server too.
+    srv::Server* expected = nullptr;
+    if (!g_signalled.compare_exchange_strong(expected, self->server)) {
+      return PyErr_Format(PyExc_RuntimeError, "another server handles the signals");
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &self->old_term);
+    sigaction(SIGINT, &sa, &self->old_int);
+    sigaction(SIGQUIT, &sa, &self->old_quit);
+    sigaction(SIGHUP, &sa, &self->old_hup);
+    self->signals = true;
+  }
   try {
     std::vector<std::string> urls = self->server->start();
     si::py::ref list = si::py::check(PyList_New(0));
@@ -201,48 +235,24 @@ PyObject* server_start(PyObject* self_obj, PyObject*) {
     }
     return list.release();
   } catch (si::py::PythonError& e) {
+    restore_signals(self);
     e.restore();
     return nullptr;
   } catch (const std::exception& e) {
+    restore_signals(self);
     return error_from_cpp(e);
   }
 }
 
-PyObject* server_wait(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+PyObject* server_wait(PyObject* self_obj, PyObject*) {
   auto* self = reinterpret_cast<ServerObject*>(self_obj);
-  static const char* kwlist[] = {"signals", nullptr};
-  int signals = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:wait", const_cast<char**>(kwlist),
-                                   &signals)) {
-    return nullptr;
-  }
   if (self->server == nullptr) return PyErr_Format(PyExc_RuntimeError, "not initialized");
-  struct sigaction old_term {}, old_int {}, old_quit {}, old_hup {};
-  if (signals) {
-    srv::Server* expected = nullptr;
-    if (!g_signalled.compare_exchange_strong(expected, self->server)) {
-      return PyErr_Format(PyExc_RuntimeError, "another server handles the signals");
-    }
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGQUIT, &sa, &old_quit);
-    sigaction(SIGHUP, &sa, &old_hup);
-  }
   try {
     self->server->wait();
   } catch (const std::exception& e) {
     error_from_cpp(e);
   }
-  if (signals) {
-    sigaction(SIGTERM, &old_term, nullptr);
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGQUIT, &old_quit, nullptr);
-    sigaction(SIGHUP, &old_hup, nullptr);
-    g_signalled.store(nullptr);
-  }
+  restore_signals(self);
   if (PyErr_Occurred()) return nullptr;
   Py_RETURN_NONE;
 }
@@ -278,6 +288,7 @@ void server_dealloc(PyObject* self_obj) {
     delete self->server;
     Py_END_ALLOW_THREADS;
   }
+  restore_signals(self);
   if (self->own_access && self->access_file) std::fclose(self->access_file);
   if (self->own_error && self->error_file) std::fclose(self->error_file);
   delete self->mu;
@@ -286,11 +297,11 @@ void server_dealloc(PyObject* self_obj) {
 }
 
 PyMethodDef server_methods[] = {
-    {"start", server_start, METH_NOARGS, "start() -> list of URLs listened at"},
-    {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_wait)),
+    {"start", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_start)),
      METH_VARARGS | METH_KEYWORDS,
-     "wait(signals=False): until stopped; with signals, SIGTERM stops gracefully, "
-     "SIGINT/SIGQUIT at once, and SIGHUP reloads"},
+     "start(signals=False) -> list of URLs listened at; with signals, from now until wait() "
+     "returns SIGTERM stops gracefully, SIGINT/SIGQUIT at once, and SIGHUP reloads"},
+    {"wait", server_wait, METH_NOARGS, "wait(): until stopped"},
     {"reload", server_reload, METH_NOARGS, "reload(): new workers import the application"},
     {"stop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(server_stop)),
      METH_VARARGS | METH_KEYWORDS, "stop(graceful=True)"},
