@@ -14,15 +14,6 @@ namespace {
 constexpr std::string_view kAtoms[] = {"h", "l", "u", "t", "r", "m", "U", "q", "H", "s",
                                        "B", "b", "f", "a", "T", "M", "D", "L", "p"};
 
-std::string now_clf() {
-  char buf[64];
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "[%d/%b/%Y:%H:%M:%S %z]", &tm);
-  return buf;
-}
-
 std::string_view header(const std::vector<std::pair<std::string, std::string>>* headers,
                         std::string_view name) {
   if (headers != nullptr) {
@@ -34,6 +25,15 @@ std::string_view header(const std::vector<std::pair<std::string, std::string>>* 
 }
 
 }  // namespace
+
+std::string local_time(const char* format) {
+  char buf[64];
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  std::size_t n = std::strftime(buf, sizeof buf, format, &tm);
+  return std::string(buf, n);
+}
 
 AccessLogFormat::AccessLogFormat(std::string_view format) {
   std::string literal;
@@ -105,7 +105,7 @@ std::string AccessLogFormat::format(const AccessRecord& r) const {
         const std::string& a = p.text;
         if (a == "h") out += r.remote_addr.empty() ? std::string_view("-") : r.remote_addr;
         else if (a == "l" || a == "u") out += '-';
-        else if (a == "t") out += now_clf();
+        else if (a == "t") out += local_time("[%d/%b/%Y:%H:%M:%S %z]");
         else if (a == "r") {
           out.append(r.method).append(" ").append(r.target).append(" ").append(protocol);
         } else if (a == "m") out += r.method;

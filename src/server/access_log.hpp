@@ -28,6 +28,9 @@ struct AccessRecord {
   std::chrono::nanoseconds duration{0};
 };
 
+// The local time now, in strftime's `format`.
+std::string local_time(const char* format);
+
 class AccessLogFormat {
  public:
   // Throws std::invalid_argument for an unknown atom or a malformed format.

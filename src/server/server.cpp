@@ -48,14 +48,6 @@ using Stream = beast::basic_stream<Protocol, net::any_io_executor, beast::unlimi
 
 namespace {
 
-std::string now_for_log() {
-  char buf[64];
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %z", &tm);
-  return buf;
-}
 
 
 // "HOST:PORT", "[v6]:PORT", "unix:PATH" -> a generic endpoint.
@@ -166,7 +158,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   }
 
   void log(const char* level, const std::string& message) {
-    std::string line = "[" + now_for_log() + "] [" + std::to_string(getpid()) + "] [" + level +
+    std::string line = "[" + detail::local_time("%Y-%m-%d %H:%M:%S %z") + "] [" + std::to_string(getpid()) + "] [" + level +
                        "] " + message;
     if (options.error_log) {
       options.error_log(line);
@@ -205,6 +197,8 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   // (recycling, reload) after their current request.
   std::mutex workers_mu;
   std::vector<std::shared_ptr<detail::Worker>> workers;
+  // Raised whenever a slot gets a new worker: a thread that has seen the
+  // current value need not look at the slots (no lock per request).
   std::atomic<std::uint64_t> generation{0};
   std::mt19937_64 jitter_rng{std::random_device{}()};
   std::mutex helpers_mu;
@@ -257,6 +251,7 @@ struct ThreadSlot {
   std::size_t slot = 0;
   std::shared_ptr<detail::Worker> worker;
   Watch* watch = nullptr;
+  std::uint64_t generation = ~std::uint64_t{0};  // of ServerState when last looked
 };
 thread_local ThreadSlot t_slot;
 
@@ -264,11 +259,14 @@ thread_local ThreadSlot t_slot;
 // thread to leave a retired worker closes it.
 void follow_slot() {
   ServerState& s = *t_slot.server;
+  std::uint64_t generation = s.generation.load(std::memory_order_acquire);
+  if (generation == t_slot.generation) return;
   std::shared_ptr<detail::Worker> current;
   {
     std::lock_guard lock(s.workers_mu);
     current = s.workers[t_slot.slot];
   }
+  t_slot.generation = generation;
   if (current == t_slot.worker) return;
   std::shared_ptr<detail::Worker> old = std::move(t_slot.worker);
   if (old) {
@@ -283,6 +281,10 @@ void follow_slot() {
   }
   current->begin_thread();
   current->join();
+  if (t_slot.watch != nullptr) {
+    std::lock_guard lock(s.watch_mu);
+    t_slot.watch->worker = current;
+  }
   t_slot.worker = std::move(current);
 }
 
@@ -393,10 +395,6 @@ class Session : public std::enable_shared_from_this<Session> {
     try {
       follow_slot();
       if (watch != nullptr) {
-        {
-          std::lock_guard lock(server_.watch_mu);
-          watch->worker = t_slot.worker;
-        }
         watch->stage.store(0);
         watch->since_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
       }
@@ -433,14 +431,12 @@ class Session : public std::enable_shared_from_this<Session> {
     res->result(static_cast<unsigned>(r.status));
     res->reason(r.reason);
     bool head = req.method == "HEAD";
-    bool has_server = false, has_date = false;
+    bool has_server = false;
     for (auto& [name, value] : r.headers) {
       has_server = has_server || beast::iequals(name, "server");
-      has_date = has_date || beast::iequals(name, "date");
       res->insert(name, value);
     }
     if (!has_server) res->set(http::field::server, "subinterp");
-    (void)has_date;
     bool bodyless = head || r.status == 204 || r.status == 304 || r.status < 200;
     if (!r.has_length && !bodyless) {
       if (req.version >= 11) {
@@ -753,6 +749,7 @@ void ServerState::replace_worker(std::size_t slot, const std::shared_ptr<detail:
     if (workers[slot] != old) return;  // replaced meanwhile (a reload)
     workers[slot] = fresh;
   }
+  generation.fetch_add(1, std::memory_order_release);
   log("INFO", "worker " + std::to_string(slot) + ": new interpreter (" +
                   (old->handled() >= old->limit() && old->limit() != 0 ? "max requests"
                                                                         : "reload") +
