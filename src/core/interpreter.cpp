@@ -287,6 +287,15 @@ std::shared_ptr<detail::EndJob> begin_close(const std::shared_ptr<InterpreterSta
     }
     if (s.running_) throw InterpreterError(name_of(s.id_) + " is running");
     s.closed_ = true;
+    if (running_deadline) {
+      // At exit: a thread attached here (a host's visit(), a pinned thread
+      // state) that stays in C code past the grace period is left to the
+      // end at finalization.
+      if (!s.idle_.wait_until(lock, *running_deadline, [&] { return s.attached_ == 0; })) {
+        s.closed_ = false;
+        throw InterpreterError(name_of(s.id_) + " has a thread attached");
+      }
+    }
     s.idle_.wait(lock, [&] { return s.attached_ == 0; });
     others.swap(s.tstates_);
     job = detail::new_end_job();

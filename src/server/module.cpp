@@ -27,11 +27,6 @@ struct ServerObject {
   srv::Server* server;
   bool signals;  // this server's start() installed the signal handlers
   struct sigaction old_term, old_int, old_quit, old_hup;
-  std::FILE* access_file;
-  std::FILE* error_file;
-  bool own_access;
-  bool own_error;
-  std::mutex* mu;
 };
 
 // The server whose wait() handles signals (one at a time per process).
@@ -102,25 +97,39 @@ std::vector<std::string> list_item(PyObject* kwargs, const char* key,
   return out;
 }
 
-// "-": the standard stream; a path: appended to; "": none.
-std::FILE* open_log(const std::string& where, std::FILE* dash, bool& own) {
-  own = false;
+// Where log lines go. The server's log functions own it: a serving thread
+// left running after a quick stop may still log once the Python object is
+// gone.
+struct LogFile {
+  std::mutex mu;
+  std::FILE* f = nullptr;
+  bool own = false;
+  ~LogFile() {
+    if (own) std::fclose(f);
+  }
+  void write(std::string_view line) {
+    std::lock_guard lock(mu);
+    std::fwrite(line.data(), 1, line.size(), f);
+    std::fputc('\n', f);
+    std::fflush(f);
+  }
+};
+
+// "-": the standard stream; a path: appended to; "": none (nullptr).
+std::shared_ptr<LogFile> open_log(const std::string& where, std::FILE* dash) {
   if (where.empty()) return nullptr;
-  if (where == "-") return dash;
-  std::FILE* f = std::fopen(where.c_str(), "a");
-  if (f == nullptr) {
+  auto log = std::make_shared<LogFile>();
+  if (where == "-") {
+    log->f = dash;
+    return log;
+  }
+  log->f = std::fopen(where.c_str(), "a");
+  if (log->f == nullptr) {
     PyErr_SetFromErrnoWithFilename(PyExc_OSError, where.c_str());
     throw si::py::PythonError();
   }
-  own = true;
-  return f;
-}
-
-void write_line(std::mutex* mu, std::FILE* f, std::string_view line) {
-  std::lock_guard lock(*mu);
-  std::fwrite(line.data(), 1, line.size(), f);
-  std::fputc('\n', f);
-  std::fflush(f);
+  log->own = true;
+  return log;
 }
 
 int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
@@ -151,12 +160,11 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     o.pythonpath = list_item(kwargs, "pythonpath", {});
     o.access_log_format = str_item(kwargs, "access_log_format", "");
     o.forwarded_allow_ips = list_item(kwargs, "forwarded_allow_ips", o.forwarded_allow_ips);
-    self->mu = new std::mutex();
-    self->access_file = open_log(str_item(kwargs, "access_log", ""), stdout, self->own_access);
-    self->error_file = open_log(str_item(kwargs, "error_log", "-"), stderr, self->own_error);
-    std::mutex* mu = self->mu;
-    if (std::FILE* f = self->access_file) {
-      o.access_log = [mu, f](std::string_view line) { write_line(mu, f, line); };
+    std::shared_ptr<LogFile> access = open_log(str_item(kwargs, "access_log", ""), stdout);
+    std::shared_ptr<LogFile> errors = open_log(str_item(kwargs, "error_log", "-"), stderr);
+    if (access && errors && access->f == errors->f) access = errors;  // one lock for both
+    if (access) {
+      o.access_log = [access](std::string_view line) { access->write(line); };
     }
     // Lines look like "[time] [pid] [LEVEL] message": those below the level go.
     static const char* const kLevels[] = {"debug", "info", "warning", "error", "critical"};
@@ -169,14 +177,14 @@ int server_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
       PyErr_Format(PyExc_ValueError, "unknown log level '%s'", level.c_str());
       throw si::py::PythonError();
     }
-    if (std::FILE* f = self->error_file) {
-      o.error_log = [mu, f, threshold](std::string_view line) {
+    if (errors) {
+      o.error_log = [errors, threshold](std::string_view line) {
         static const char* const kTags[] = {"] [DEBUG] ", "] [INFO] ", "] [WARNING] ",
                                             "] [ERROR] ", "] [CRITICAL] "};
         for (int i = 0; i < threshold; ++i) {
           if (line.find(kTags[i]) != std::string_view::npos) return;
         }
-        write_line(mu, f, line);
+        errors->write(line);
       };
     } else {
       o.error_log = [](std::string_view) {};
@@ -289,9 +297,6 @@ void server_dealloc(PyObject* self_obj) {
     Py_END_ALLOW_THREADS;
   }
   restore_signals(self);
-  if (self->own_access && self->access_file) std::fclose(self->access_file);
-  if (self->own_error && self->error_file) std::fclose(self->error_file);
-  delete self->mu;
   type->tp_free(self_obj);
   Py_DECREF(type);
 }

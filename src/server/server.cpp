@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -23,7 +24,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <pthread.h>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <mutex>
 #include <optional>
@@ -138,6 +141,7 @@ struct Watch {
   unsigned long ident = 0;                 // pthread_self(), as CPython names threads
   std::atomic<std::int64_t> since_ns{0};   // start of the request in the app, or 0
   std::atomic<int> stage{0};               // 0 running, 1 interrupted, 2 given up
+  std::atomic<bool> ended{false};          // the thread has left its worker
   std::shared_ptr<detail::Worker> worker;  // guarded by ServerState::watch_mu
 };
 
@@ -177,8 +181,9 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   std::shared_ptr<detail::Worker> make_worker(std::size_t slot);
   void replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old);
   void reload();
-  void on_stop_signal();
+  void control();
   void begin_stop(bool graceful);
+  void quick_stop(const char* why);
   void session_ended(Session* s);
   bool allowed_forwarder(const std::string& addr) const {
     for (const auto& a : options.forwarded_allow_ips) {
@@ -214,7 +219,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   bool watch_stop = false;                      // guarded by watch_mu
   void watchdog();
   void start_thread(std::size_t slot);
-  void interrupt(Watch& w);
+  void interrupt(Watch& w, PyObject* exc_type);
   std::mutex threads_mu;  // guards threads once serving began
   // Set when the io_context is stopped: wait() then ends the threads.
   std::mutex stop_mu;
@@ -229,10 +234,12 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
     stop_cv.notify_all();
   }
   std::vector<std::thread> threads;
+  // stop(), reload() and wait() write a byte here; the control thread
+  // reads it, so a stop is handled also while every serving thread is
+  // inside the application.
   int stop_pipe[2] = {-1, -1};
-  std::optional<net::posix::stream_descriptor> stop_reader;
-  char stop_byte = 0;
-  std::optional<net::steady_timer> grace_timer;
+  std::thread control_thread;
+  std::condition_variable threads_cv;  // a serving thread ended (threads_mu)
   std::atomic<bool> stopping{false};
   std::atomic<bool> graceful{true};
   std::atomic<std::uint64_t> served{0};
@@ -553,49 +560,87 @@ void ServerState::begin_stop(bool graceful_stop) {
     std::lock_guard lock(sessions_mu);
     open.assign(sessions.begin(), sessions.end());
   }
-  if (open.empty()) {
-    stop_io();
-    return;
-  }
-  for (auto& s : open) {
-    if (graceful_stop) {
-      s->close_when_idle();
-    } else {
-      s->close_now();
-    }
-  }
-  if (graceful_stop) {
-    grace_timer.emplace(io, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                std::chrono::duration<double>(options.graceful_timeout)));
-    grace_timer->async_wait([this](beast::error_code ec) {
-      if (ec) return;
-      log("WARNING", "graceful timeout: closing the connections still open");
-      stop_io();
-    });
-  } else {
-    // Requests running in the application finish; nothing waits for them.
-    net::post(io, [this] { stop_io(); });
-  }
+  if (open.empty()) return stop_io();
+  for (auto& s : open) s->close_when_idle();
+  // The control thread ends what is still open at the graceful timeout.
 }
 
-void ServerState::on_stop_signal() {
-  stop_reader->async_read_some(net::buffer(&stop_byte, 1),
-                               [this](beast::error_code ec, std::size_t n) {
-                                 if (ec || n == 0) return;
-                                 if (stop_byte == 'r') {
-                                   // Creating the workers takes a while: not
-                                   // on a thread that serves.
-                                   std::lock_guard lock(helpers_mu);
-                                   helpers.emplace_back([this] { reload(); });
-                                 } else if (stop_byte == 'g') {
-                                   log("INFO", "Stopping: finishing requests in flight");
-                                   begin_stop(true);
-                                 } else {
-                                   log("INFO", "Stopping now");
-                                   begin_stop(false);
-                                 }
-                                 on_stop_signal();
-                               });
+// Stops serving at once: the serving threads leave the event loop, and
+// requests still running in Python get SystemExit raised in them (as a
+// gunicorn worker gets sys.exit() from its quit signal). Requests stuck in C
+// code are left to finish on their own; wait() does not wait for them.
+void ServerState::quick_stop(const char* why) {
+  log("INFO", why);
+  stopping.store(true);
+  graceful.store(false);
+  stop_io();
+  std::vector<Watch*> busy;
+  {
+    std::lock_guard lock(watch_mu);
+    for (auto& w : watches) {
+      if (w->since_ns.load() != 0 && !w->ended.load()) busy.push_back(w.get());
+    }
+  }
+  for (Watch* w : busy) interrupt(*w, PyExc_SystemExit);
+}
+
+// The control thread: reads the bytes that stop(), reload() and wait() write
+// to the pipe, and ends a graceful stop at its timeout. Nothing here needs a
+// serving thread to be free.
+void ServerState::control() {
+  using clock = std::chrono::steady_clock;
+  const clock::time_point never = clock::time_point::max();
+  clock::time_point deadline = never;  // of a graceful stop
+  for (;;) {
+    int wait_ms = -1;
+    if (deadline != never) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      wait_ms = static_cast<int>(std::max<std::int64_t>(0, left.count()) + 1);
+    }
+    pollfd p{stop_pipe[0], POLLIN, 0};
+    int n = ::poll(&p, 1, wait_ms);
+    if (n < 0 && errno != EINTR) {
+      log("ERROR", std::string("the control thread's poll failed: ") + std::strerror(errno));
+      return;
+    }
+    if (deadline != never && clock::now() >= deadline) {
+      deadline = never;
+      bool done;
+      {
+        std::lock_guard lock(stop_mu);
+        done = io_stopped;
+      }
+      if (!done) quick_stop("graceful timeout: stopping the requests and connections still open");
+    }
+    if (n <= 0) continue;
+    char bytes[64];
+    ssize_t got = ::read(stop_pipe[0], bytes, sizeof bytes);
+    for (ssize_t i = 0; i < got; ++i) {
+      switch (bytes[i]) {
+        case 'x':  // wait(): the serving has stopped
+          return;
+        case 'r': {
+          // Creating the workers takes a while: on a thread of its own, so a
+          // stop is still heard meanwhile.
+          std::lock_guard lock(helpers_mu);
+          helpers.emplace_back([this] { reload(); });
+          break;
+        }
+        case 'g':
+          if (stopping.load()) break;
+          log("INFO", "Stopping: finishing requests in flight");
+          deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
+                                         std::chrono::duration<double>(options.graceful_timeout));
+          // Acceptors and sessions belong to the event loop's threads.
+          net::post(io, [this] { begin_stop(true); });
+          break;
+        default:
+          if (!graceful.load() && stopping.load()) break;
+          deadline = never;
+          quick_stop("Stopping now");
+      }
+    }
+  }
 }
 
 void ServerState::start_thread(std::size_t w) {
@@ -611,12 +656,20 @@ void ServerState::start_thread(std::size_t w) {
   threads.emplace_back([state, w, watch_ptr] {
     t_slot.server = state.get();
     t_slot.slot = w;
-    t_slot.watch = state->options.timeout > 0 ? watch_ptr : nullptr;
+    t_slot.watch = watch_ptr;
     watch_ptr->ident = static_cast<unsigned long>(pthread_self());
+    auto mark_ended = [&] {
+      {
+        std::lock_guard lock(state->threads_mu);
+        watch_ptr->ended.store(true);
+      }
+      state->threads_cv.notify_all();
+    };
     try {
       follow_slot();
     } catch (const std::exception& e) {
       state->log("ERROR", std::string("server thread: ") + e.what());
+      mark_ended();
       return;
     }
     for (;;) {
@@ -643,12 +696,13 @@ void ServerState::start_thread(std::size_t w) {
         state->log("ERROR", std::string("closing a retired worker: ") + e.what());
       }
     }
+    mark_ended();
   });
 }
 
 // Raises TimeoutError in the request's thread, from a thread of its own: it
 // needs the worker's GIL, which code stuck in C never gives up.
-void ServerState::interrupt(Watch& w) {
+void ServerState::interrupt(Watch& w, PyObject* exc_type) {
   std::shared_ptr<detail::Worker> worker;
   {
     std::lock_guard lock(watch_mu);
@@ -658,10 +712,10 @@ void ServerState::interrupt(Watch& w) {
   unsigned long ident = w.ident;
   std::int64_t since = w.since_ns.load();
   Watch* watch = &w;  // watches live as long as the server state
-  std::thread([worker, ident, since, watch, self = shared_from_this()] {
+  std::thread([worker, ident, since, watch, exc_type, self = shared_from_this()] {
     try {
       // The request may have ended meanwhile: interrupt only the same one.
-      worker->interrupt(ident, [&] { return watch->since_ns.load() == since; });
+      worker->interrupt(ident, exc_type, [&] { return watch->since_ns.load() == since; });
     } catch (const std::exception& e) {
       self->log("ERROR", std::string("interrupting a request: ") + e.what());
     }
@@ -698,7 +752,7 @@ void ServerState::watchdog() {
     for (Watch* w : to_interrupt) {
       log("WARNING", "worker " + std::to_string(w->slot) +
                          ": a request ran past the timeout; raising TimeoutError in it");
-      interrupt(*w);
+      interrupt(*w, PyExc_TimeoutError);
     }
     for (Watch* w : to_give_up) {
       std::shared_ptr<detail::Worker> stuck;
@@ -824,11 +878,9 @@ std::vector<std::string> Server::start() {
   }
   for (std::size_t i = 0; i < s.options.workers; ++i) s.workers.push_back(s.make_worker(i));
   if (::pipe2(s.stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) throw Error("pipe2 failed");
-  s.stop_reader.emplace(s.io, s.stop_pipe[0]);
-  s.stop_pipe[0] = -1;  // owned by the descriptor now
-  s.on_stop_signal();
   for (std::size_t i = 0; i < s.acceptors.size(); ++i) s.accept(i);
   s.started = true;
+  s.control_thread = std::thread([state = state_] { state->control(); });
   if (s.options.timeout > 0) {
     s.watchdog_thread = std::thread([state = state_] { state->watchdog(); });
   }
@@ -873,30 +925,46 @@ void Server::wait() {
     }
     s.watch_cv.notify_all();
     if (s.watchdog_thread.joinable()) s.watchdog_thread.join();
+    char byte = 'x';
+    ssize_t n = ::write(s.stop_pipe[1], &byte, 1);
+    (void)n;
+    if (s.control_thread.joinable()) s.control_thread.join();
     std::vector<std::thread> threads;
     {
       std::lock_guard lock(s.threads_mu);
       threads = std::move(s.threads);
     }
-    std::vector<unsigned long> given_up;
-    {
-      std::lock_guard lock(s.watch_mu);
-      for (auto& w : s.watches) {
-        if (w->stage.load() == 2 && w->since_ns.load() != 0) given_up.push_back(w->ident);
-      }
-    }
+    // Threads whose request is still running (stuck in C code, or in Python
+    // after a quick stop, which raised SystemExit there) get a moment; then
+    // they are left to finish on their own, or to the process's exit, and
+    // each closes its worker if it ever returns.
+    const auto patience = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     for (auto& t : threads) {
-      // A thread whose request never returned (stuck in C code) is left to
-      // the process's exit; the others are joined.
-      bool stuck = false;
-      for (unsigned long ident : given_up) {
-        stuck = stuck || ident == static_cast<unsigned long>(t.native_handle());
+      Watch* watch = nullptr;
+      std::shared_ptr<detail::Worker> its_worker;
+      {
+        std::lock_guard lock(s.watch_mu);
+        for (auto& w : s.watches) {
+          if (w->ident == static_cast<unsigned long>(t.native_handle())) watch = w.get();
+        }
+        if (watch != nullptr) its_worker = watch->worker;
       }
-      if (stuck) {
-        s.log("ERROR", "leaving a thread whose request never returned");
-        t.detach();
-      } else {
+      bool ended = true;
+      if (watch != nullptr) {
+        std::unique_lock lock(s.threads_mu);
+        bool hopeless = watch->stage.load() == 2 && watch->since_ns.load() != 0;
+        ended = hopeless ? watch->ended.load()
+                         : s.threads_cv.wait_until(lock, patience, [&] { return watch->ended.load(); });
+      }
+      if (ended) {
         t.join();
+        continue;
+      }
+      s.log("WARNING", "leaving a thread whose request has not returned");
+      t.detach();
+      std::lock_guard lock(s.workers_mu);
+      for (auto& w : s.workers) {
+        if (w == its_worker) w.reset();  // its thread closes it
       }
     }
     std::vector<std::thread> helpers;
@@ -921,6 +989,7 @@ void Server::wait() {
     s.workers.clear();
   }
   for (auto& w : all) {
+    if (!w) continue;
     try {
       w->close();
     } catch (const std::exception& e) {

@@ -221,9 +221,10 @@ Worker::~Worker() {
   }
 }
 
-void Worker::interrupt(unsigned long ident, const std::function<bool()>& still) {
+void Worker::interrupt(unsigned long ident, PyObject* exc_type,
+                       const std::function<bool()>& still) {
   interp_.visit([&] {
-    if (still()) PyThreadState_SetAsyncExc(ident, PyExc_TimeoutError);
+    if (still()) PyThreadState_SetAsyncExc(ident, exc_type);
   });
 }
 

@@ -75,11 +75,11 @@ class Worker {
                   std::atomic<std::int64_t>* since = nullptr,
                   const std::atomic<int>* stage = nullptr);
 
-  // Raises TimeoutError in the thread `ident` (pthread_self()) when it next
+  // Raises exc_type (TimeoutError, SystemExit) in the thread `ident` (pthread_self()) when it next
   // runs Python code in this worker, if `still()` (asked with the worker's
   // GIL held, when that thread cannot move on to another request) says the
   // request is still the one to interrupt. Blocks until the GIL is free.
-  void interrupt(unsigned long ident, const std::function<bool()>& still);
+  void interrupt(unsigned long ident, PyObject* exc_type, const std::function<bool()>& still);
 
   // Ends the interpreter (after every serving thread has ended).
   void close();

@@ -644,6 +644,58 @@ class CommandLine(unittest.TestCase):
         out, err = self.finish(proc)
         self.assertEqual(proc.returncode, 0, err)
 
+    def busy(self, port, path):
+        """Starts a request that keeps the only thread busy; returns its thread."""
+        result = {}
+
+        def request():
+            try:
+                conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
+                conn.request('GET', path)
+                result['status'] = conn.getresponse().status
+            except OSError as e:
+                result['error'] = e
+        t = threading.Thread(target=request)
+        t.start()
+        time.sleep(0.5)
+        return t, result
+
+    def test_signals_are_heard_while_every_thread_is_busy(self):
+        for path, sig, args, within in [
+                # Python code gets SystemExit raised in it: the stop is at once.
+                ('/spin', signal.SIGINT, (), 3),
+                ('/spin', signal.SIGTERM, ('--graceful-timeout', '1'), 4),
+                # A request in C code (time.sleep) is not waited for; the
+                # process exits after the grace period it gives interpreters.
+                ('/slow?s=25', signal.SIGINT, (), 10)]:
+            with self.subTest(path=path, signal=sig.name):
+                proc, port, _ = self.start('-w', '1', '--timeout', '0', *args)
+                t, result = self.busy(port, path)
+                start = time.monotonic()
+                proc.send_signal(sig)
+                out, err = self.finish(proc)
+                self.assertLess(time.monotonic() - start, within, err)
+                self.assertEqual(proc.returncode, 0, err)
+                self.assertIn('Stopping', err)
+                t.join(TIMEOUT)
+                self.assertTrue(result, 'the client got neither a response nor an error')
+                if path == '/spin':
+                    self.assertIn('SystemExit', err)
+
+    def test_sighup_while_every_thread_is_busy(self):
+        proc, port, _ = self.start('-w', '1')
+        t, result = self.busy(port, '/slow?s=3')
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = self.finish(proc)
+        t.join(TIMEOUT)
+        self.assertEqual(result.get('status'), 200, err)
+        self.assertEqual(proc.returncode, 0, err)
+        # The reload began while the request was still running.
+        self.assertIn('Reloading', err)
+        self.assertLess(err.index('Reloading'), err.index('Stopping'))
+
     def test_sighup_reloads(self):
         proc, port, _ = self.start()
 
