@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "access_log.hpp"
+#include "output.hpp"
 #include "parser.hpp"
 #include "subinterp/error.hpp"
 #include "subinterp/thread_state.hpp"
@@ -399,6 +400,10 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto started = std::chrono::steady_clock::now();
     detail::Response r;
     Watch* watch = t_slot.watch;
+    bool head = req.method == "HEAD";
+    detail::Output output(stream_.socket().native_handle(), req.version, head, keep,
+                          server_.options.read_timeout);
+    detail::OutputScope scope(&output);
     try {
       follow_slot();
       if (watch != nullptr) {
@@ -427,17 +432,17 @@ class Session : public std::enable_shared_from_this<Session> {
       r.body = "Internal Server Error\n";
       r.headers = {{"Content-Type", "text/plain"}};
     }
+    ++requests_;
+    server_.served.fetch_add(1, std::memory_order_relaxed);
+    if (r.streamed) return end_streamed(output, r, peer, started);
     if (!r.error.empty()) {
       server_.log("ERROR", "Error handling request " + req.target + "\n" + r.error);
     }
-    ++requests_;
-    server_.served.fetch_add(1, std::memory_order_relaxed);
 
     auto res = std::make_shared<http::response<http::string_body>>();
     res->version(req.version == 10 ? 10 : 11);
     res->result(static_cast<unsigned>(r.status));
     res->reason(r.reason);
-    bool head = req.method == "HEAD";
     bool has_server = false;
     for (auto& [name, value] : r.headers) {
       has_server = has_server || beast::iequals(name, "server");
@@ -452,7 +457,20 @@ class Session : public std::enable_shared_from_this<Session> {
         keep = false;  // HTTP/1.0: the end of the body is the end of the connection
       }
     }
-    if (!bodyless) res->body() = std::move(r.body);
+    if (!bodyless) {
+      if (r.has_length && r.body.size() != r.length) {
+        // The body must be what its Content-Length says, or the client
+        // reads the rest as the next response.
+        if (r.body.size() > r.length) {
+          server_.log("WARNING", "request " + req.target + ": the application sent more than its "
+                                 "Content-Length; the rest was not sent");
+          r.body.resize(static_cast<std::size_t>(r.length));
+        } else {
+          keep = false;  // a short body: only the close tells the client
+        }
+      }
+      res->body() = std::move(r.body);
+    }
     res->keep_alive(keep);
     if (server_.options.access_log) {
       detail::AccessRecord record;
@@ -474,6 +492,42 @@ class Session : public std::enable_shared_from_this<Session> {
                         if (ec || !keep) return self->close();
                         self->read_header();
                       });
+  }
+
+  // A response that went out while the application ran: its end (the last
+  // chunk), its log lines, and the next request or the close.
+  void end_streamed(detail::Output& output, const detail::Response& r, const detail::Peer& peer,
+                    std::chrono::steady_clock::time_point started) {
+    const detail::RequestParser& req = *parser_;
+    if (output.failed()) {
+      server_.log("DEBUG", "request " + req.target + ": the client did not take the response (" +
+                               output.error() + ")");
+    } else if (!r.error.empty()) {
+      server_.log("ERROR", "Error handling request " + req.target +
+                               " (after its response began; the connection is closed)\n" +
+                               r.error);
+    }
+    bool ok = !output.failed() && r.error.empty() && output.finish();
+    if (output.truncated()) {
+      server_.log("WARNING", "request " + req.target + ": the application sent more than its "
+                             "Content-Length; the rest was not sent");
+    }
+    if (server_.options.access_log) {
+      detail::AccessRecord record;
+      record.remote_addr = peer.remote_addr;
+      record.method = req.method;
+      record.target = req.target;
+      record.version = req.version;
+      record.status = output.status();
+      record.body_bytes = output.body_bytes();
+      record.bodyless = output.bodyless();
+      record.request_headers = &req.fields;
+      record.response_headers = &output.headers();
+      record.duration = std::chrono::steady_clock::now() - started;
+      server_.access(server_.access_format.format(record));
+    }
+    if (!ok || !output.keep_alive()) return close();
+    read_header();
   }
 
   void close() {

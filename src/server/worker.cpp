@@ -1,11 +1,15 @@
 #include "worker.hpp"
 
+#include <cerrno>
+#include <climits>
+
 #include <cctype>
 #include <cstdio>
 #include <cstring>
 
 #include "subinterp/error.hpp"
 #include "subinterp/value.hpp"
+#include "output.hpp"
 
 namespace subinterp::server::detail {
 namespace {
@@ -14,7 +18,7 @@ namespace {
 // glue that calls it for one request (PEP 3333's start_response, write(),
 // the result's iteration and close()). The response is collected whole.
 constexpr const char* kWorkerSource = R"PY(
-import sys, os, io, importlib, traceback
+import sys, os, io, importlib, stat, traceback
 
 sys.path[:0] = [p for p in __subinterp_pythonpath__ if p not in sys.path]
 
@@ -85,15 +89,38 @@ __subinterp_base_environ__ = {
 __subinterp_bytes_io__ = io.BytesIO
 
 
-def __subinterp_wsgi__(environ, app=__subinterp_load_app__(__subinterp_app__)):
+def __subinterp_file_source__(wrapper):
+    """(fd, offset, count) of a file_wrapper's regular file, or None."""
+    filelike = wrapper.filelike
+    try:
+        fd = filelike.fileno()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        offset = filelike.tell()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return fd, offset, max(0, st.st_size - offset)
+
+
+# A body of sequence items up to this size is sent in one piece after the
+# application returns; anything else goes out as it comes.
+__subinterp_collect_limit__ = 256 * 1024
+
+
+def __subinterp_wsgi__(environ, app=__subinterp_load_app__(__subinterp_app__),
+                       send=__subinterp_send__, sendfile=__subinterp_sendfile__,
+                       file_source=__subinterp_file_source__, file_wrapper=_FileWrapper,
+                       limit=__subinterp_collect_limit__):
     status = headers = None
-    chunks = []
+    sent = False  # the header went out: the status can no longer change
 
     def start_response(status_, headers_, exc_info=None):
         nonlocal status, headers
         if exc_info is not None:
             try:
-                pass  # the response is not sent before the app returns
+                if sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
         elif status is not None:
@@ -110,32 +137,58 @@ def __subinterp_wsgi__(environ, app=__subinterp_load_app__(__subinterp_app__)):
         return write
 
     def write(data):
+        nonlocal sent
         if status is None:
             raise AssertionError('write() before start_response()')
         if type(data) is not bytes:
             raise TypeError(f'write() takes bytes, not {type(data).__name__}')
-        chunks.append(data)
+        if data:
+            send(status, headers, data)  # OSError once the client is gone
+            sent = True
 
     try:
         result = app(environ, start_response)
         try:
+            kind = type(result)
+            if not sent and status is not None and kind is file_wrapper:
+                source = file_source(result)
+                if source is not None:
+                    sendfile(status, headers, *source)
+                    sent = True
+                    return None, True, None
+            if not sent and (kind is list or kind is tuple):
+                total = 0
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        raise TypeError(
+                            f'the application returned {type(chunk).__name__} items, not bytes')
+                    total += len(chunk)
+                if total <= limit:
+                    if status is None:
+                        raise AssertionError('the application did not call start_response()')
+                    return status, headers, b''.join(result)
             for chunk in result:
                 if type(chunk) is not bytes:
                     raise TypeError(
                         f'the application returned {type(chunk).__name__} items, not bytes')
                 if chunk:
-                    chunks.append(chunk)
+                    if status is None:
+                        raise AssertionError('the application did not call start_response()')
+                    send(status, headers, chunk)
+                    sent = True
         finally:
             close = getattr(result, 'close', None)
             if close is not None:
                 close()
         if status is None:
             raise AssertionError('the application did not call start_response()')
+        if sent:
+            return None, True, None
+        return status, headers, b''
     except BaseException:
         if isinstance(sys.exception(), (SystemExit, KeyboardInterrupt)):
             raise
-        return None, None, traceback.format_exc()
-    return status, headers, b''.join(chunks)
+        return None, sent, traceback.format_exc()
 )PY";
 
 py::ref main_attr(const char* name) {
@@ -189,6 +242,158 @@ std::string cgi_name(const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// The status line and headers the application gave: checked, without
+// hop-by-hop fields. Returns an error message, or "" when they are fine.
+std::string parse_head(PyObject* status, PyObject* headers, Response& out) {
+  Py_ssize_t n = 0;
+  const char* text = PyUnicode_AsUTF8AndSize(status, &n);
+  if (text == nullptr) py::throw_python_error();
+  std::string_view line(text, static_cast<std::size_t>(n));
+  // "200 OK": three digits, a space, a reason.
+  if (line.size() < 4 || line[3] != ' ' || !std::isdigit(static_cast<unsigned char>(line[0])) ||
+      !std::isdigit(static_cast<unsigned char>(line[1])) ||
+      !std::isdigit(static_cast<unsigned char>(line[2])) ||
+      line.find_first_of("\r\n") != std::string_view::npos) {
+    return "the application gave an invalid status line: '" + std::string(line) + "'";
+  }
+  int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+  if (code < 100) return "the application gave an invalid status: '" + std::string(line) + "'";
+  out.status = code;
+  out.reason = std::string(line.substr(4));
+  out.headers.clear();
+  out.has_length = false;
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); ++i) {
+    PyObject* item = PyList_GET_ITEM(headers, i);
+    Py_ssize_t nn = 0, nv = 0;
+    const char* name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 0), &nn);
+    const char* value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 1), &nv);
+    if (name == nullptr || value == nullptr) py::throw_python_error();
+    std::string_view nv_name(name, static_cast<std::size_t>(nn));
+    std::string_view nv_value(value, static_cast<std::size_t>(nv));
+    if (nv_name.empty() || nv_name.find_first_of(":\r\n \t") != std::string_view::npos ||
+        nv_value.find_first_of("\r\n") != std::string_view::npos) {
+      return "the application gave an invalid header: " + std::string(nv_name);
+    }
+    if (boost::beast::iequals(nv_name, "content-length")) {
+      std::uint64_t length = 0;
+      bool digits = !nv_value.empty() && nv_value.size() <= 19;
+      for (char c : nv_value) {
+        digits = digits && c >= '0' && c <= '9';
+        if (digits) length = length * 10 + static_cast<std::uint64_t>(c - '0');
+      }
+      if (!digits || (out.has_length && length != out.length)) {
+        return "the application gave an invalid Content-Length: '" + std::string(nv_value) + "'";
+      }
+      out.has_length = true;
+      out.length = length;
+    }
+    // Hop-by-hop fields are the server's (PEP 3333).
+    if (boost::beast::iequals(nv_name, "connection") ||
+        boost::beast::iequals(nv_name, "transfer-encoding") ||
+        boost::beast::iequals(nv_name, "keep-alive")) {
+      continue;
+    }
+    out.headers.emplace_back(std::string(nv_name), std::string(nv_value));
+  }
+  return "";
+}
+
+// An OSError for a response the client did not take.
+PyObject* output_error(const Output& out) {
+  if (out.error_number() == ETIMEDOUT) {
+    PyErr_Format(PyExc_TimeoutError, "%s", out.error().c_str());
+  } else {
+    errno = out.error_number();
+    PyErr_SetFromErrno(PyExc_OSError);
+  }
+  return nullptr;
+}
+
+// Takes the response's head from the first call's arguments.
+bool take_head(Output& out, PyObject* status, PyObject* headers) {
+  if (out.has_head()) return true;
+  if (!PyUnicode_Check(status) || !PyList_Check(headers)) {
+    PyErr_SetString(PyExc_TypeError, "expected the status (str) and the headers (list)");
+    return false;
+  }
+  Response head;
+  try {
+    std::string error = parse_head(status, headers, head);
+    if (!error.empty()) {
+      PyErr_SetString(PyExc_ValueError, error.c_str());
+      return false;
+    }
+  } catch (py::PythonError& e) {
+    e.restore();
+    return false;
+  }
+  out.set_head(head.status, std::move(head.reason), std::move(head.headers), head.has_length,
+               head.length);
+  return true;
+}
+
+// __subinterp_send__(status, headers, data): sends a piece of the body (the
+// header first, the first time), with the GIL released.
+PyObject* py_send(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  Output* out = current_output();
+  if (out == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "no response is being sent on this thread");
+    return nullptr;
+  }
+  if (nargs != 3 || !PyBytes_Check(args[2])) {
+    PyErr_SetString(PyExc_TypeError, "send(status, headers, data: bytes)");
+    return nullptr;
+  }
+  if (!take_head(*out, args[0], args[1])) return nullptr;
+  std::string_view data(PyBytes_AS_STRING(args[2]), static_cast<std::size_t>(PyBytes_GET_SIZE(args[2])));
+  bool ok;
+  Py_BEGIN_ALLOW_THREADS;
+  ok = out->write(data);
+  Py_END_ALLOW_THREADS;
+  if (!ok) return output_error(*out);
+  Py_RETURN_NONE;
+}
+
+// __subinterp_sendfile__(status, headers, fd, offset, count): the body from
+// a regular file, by sendfile(2).
+PyObject* py_sendfile(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  Output* out = current_output();
+  if (out == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "no response is being sent on this thread");
+    return nullptr;
+  }
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, "sendfile(status, headers, fd, offset, count)");
+    return nullptr;
+  }
+  long fd = PyLong_AsLong(args[2]);
+  unsigned long long offset = PyLong_AsUnsignedLongLong(args[3]);
+  unsigned long long count = PyLong_AsUnsignedLongLong(args[4]);
+  if (PyErr_Occurred()) return nullptr;
+  if (fd < 0 || fd > INT_MAX) {
+    PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+    return nullptr;
+  }
+  if (!take_head(*out, args[0], args[1])) return nullptr;
+  bool ok;
+  Py_BEGIN_ALLOW_THREADS;
+  ok = out->send_file(static_cast<int>(fd), offset, count);
+  Py_END_ALLOW_THREADS;
+  if (!ok) return output_error(*out);
+  Py_RETURN_NONE;
+}
+
+PyMethodDef kSendDef = {"__subinterp_send__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(py_send)),
+                        METH_FASTCALL, "send(status, headers, data): a piece of the response body"};
+PyMethodDef kSendFileDef = {"__subinterp_sendfile__",
+                            reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(py_sendfile)),
+                            METH_FASTCALL,
+                            "sendfile(status, headers, fd, offset, count): the body from a file"};
+
+}  // namespace
+
 Worker::Worker(const Options& options, std::size_t index, std::uint64_t max_requests)
     : interp_(Interpreter::create()), index_(index), limit_(max_requests) {
   std::vector<Value> path;
@@ -200,6 +405,14 @@ Worker::Worker(const Options& options, std::size_t index, std::uint64_t max_requ
       Value::from_int(static_cast<std::int64_t>(options.threads)),
   }));
   try {
+    interp_.visit([&] {
+      PyObject* main = PyImport_AddModule("__main__");  // borrowed
+      if (main == nullptr) py::throw_python_error();
+      for (PyMethodDef* def : {&kSendDef, &kSendFileDef}) {
+        py::ref fn = py::check(PyCFunction_New(def, nullptr));
+        py::check(PyObject_SetAttrString(main, def->ml_name, fn.get()));
+      }
+    });
     interp_.exec(kWorkerSource);
     interp_.visit([&] {
       handler_ = main_attr("__subinterp_wsgi__");
@@ -306,54 +519,17 @@ Response Worker::response_from(PyObject* result) {
   PyObject* headers = PyTuple_GET_ITEM(result, 1);
   PyObject* body = PyTuple_GET_ITEM(result, 2);
   if (status == Py_None) {
+    // Streamed: (None, True, None); failed: (None, streamed, traceback).
+    out.streamed = PyObject_IsTrue(headers) == 1;
+    if (body == Py_None) return out;
     Py_ssize_t n = 0;
     const char* text = PyUnicode_AsUTF8AndSize(body, &n);
     out.error = text ? std::string(text, static_cast<std::size_t>(n)) : "unknown error";
     PyErr_Clear();
     return out;
   }
-  Py_ssize_t n = 0;
-  const char* text = PyUnicode_AsUTF8AndSize(status, &n);
-  if (text == nullptr) py::throw_python_error();
-  std::string_view line(text, static_cast<std::size_t>(n));
-  // "200 OK": three digits, a space, a reason.
-  if (line.size() < 4 || line[3] != ' ' || !std::isdigit(static_cast<unsigned char>(line[0])) ||
-      !std::isdigit(static_cast<unsigned char>(line[1])) ||
-      !std::isdigit(static_cast<unsigned char>(line[2])) ||
-      line.find_first_of("\r\n") != std::string_view::npos) {
-    out.error = "the application gave an invalid status line: '" + std::string(line) + "'";
-    return out;
-  }
-  out.status = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-  if (out.status < 100) {
-    out.error = "the application gave an invalid status: '" + std::string(line) + "'";
-    out.status = 500;
-    return out;
-  }
-  out.reason = std::string(line.substr(4));
-  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); ++i) {
-    PyObject* item = PyList_GET_ITEM(headers, i);
-    Py_ssize_t nn = 0, nv = 0;
-    const char* name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 0), &nn);
-    const char* value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(item, 1), &nv);
-    if (name == nullptr || value == nullptr) py::throw_python_error();
-    std::string_view nv_name(name, static_cast<std::size_t>(nn));
-    std::string_view nv_value(value, static_cast<std::size_t>(nv));
-    if (nv_name.empty() || nv_name.find_first_of(":\r\n \t") != std::string_view::npos ||
-        nv_value.find_first_of("\r\n") != std::string_view::npos) {
-      out.error = "the application gave an invalid header: " + std::string(nv_name);
-      out.status = 500;
-      return out;
-    }
-    if (boost::beast::iequals(nv_name, "content-length")) out.has_length = true;
-    // Hop-by-hop fields are the server's (PEP 3333).
-    if (boost::beast::iequals(nv_name, "connection") ||
-        boost::beast::iequals(nv_name, "transfer-encoding") ||
-        boost::beast::iequals(nv_name, "keep-alive")) {
-      continue;
-    }
-    out.headers.emplace_back(std::string(nv_name), std::string(nv_value));
-  }
+  out.error = parse_head(status, headers, out);
+  if (!out.error.empty()) return out;
   char* data = nullptr;
   Py_ssize_t size = 0;
   if (PyBytes_AsStringAndSize(body, &data, &size) < 0) py::throw_python_error();
@@ -382,7 +558,7 @@ Response Worker::handle(const RequestParser& request, const Peer& peer, bool htt
       PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);
     }
   });
-  if (!out.error.empty()) {
+  if (!out.error.empty() && !out.streamed) {
     out.status = 500;
     out.reason = "Internal Server Error";
     out.headers = {{"Content-Type", "text/plain"}};

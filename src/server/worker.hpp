@@ -33,6 +33,10 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   bool has_length = false;  // the app gave Content-Length
+  std::uint64_t length = 0;  // its value
+  // The body went out while the application ran (through the thread's
+  // Output); what is left to do is its end.
+  bool streamed = false;
   // The application failed: the traceback (logged), and a 500 goes out.
   std::string error;
 };

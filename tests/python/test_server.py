@@ -233,6 +233,129 @@ class Responses(ServerTestBase):
         self.assertEqual((status, body), (503, b'replaced'))
 
 
+class Streaming(ServerTestBase):
+    """Bodies that go out while the application runs."""
+
+    def read_until(self, sock, needle, limit):
+        data = b''
+        deadline = time.monotonic() + limit
+        while needle not in data:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                piece = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not piece:
+                break
+            data += piece
+        return data
+
+    def test_pieces_reach_the_client_as_they_are_made(self):
+        for query, first in [('pause=1.5', b'first,'), ('pause=1.5&write=1', b'written,')]:
+            with self.subTest(query=query):
+                with socket.create_connection(('127.0.0.1', self.served.port)) as s:
+                    start = time.monotonic()
+                    s.sendall(b'GET /trickle?' + query.encode() +
+                              b' HTTP/1.1\r\nHost: x\r\n\r\n')
+                    data = self.read_until(s, first, 1.2)
+                    # The app sleeps 1.5 s before its next piece.
+                    self.assertIn(first, data)
+                    self.assertLess(time.monotonic() - start, 1.2)
+                    self.assertIn(b'Transfer-Encoding: chunked', data)
+                    data += self.read_until(s, b'0\r\n\r\n', TIMEOUT)
+                    self.assertTrue(data.endswith(b'6\r\nsecond\r\n0\r\n\r\n'), data)
+        # And through a client that decodes the chunks.
+        status, headers, body = self.get('/trickle?pause=0&write=1')
+        self.assertEqual((status, body), (200, b'written,first,second'))
+
+    def test_close_is_called_when_the_client_goes_away_mid_response(self):
+        marker = os.environ['SUBINTERP_TEST_MARKER']
+        with open(marker, 'w'):
+            pass
+        with socket.create_connection(('127.0.0.1', self.served.port)) as s:
+            s.sendall(b'GET /endless HTTP/1.1\r\nHost: x\r\n\r\n')
+            self.assertIn(b'200 OK', self.read_until(s, b'xxxx', TIMEOUT))
+            # The app would send 64 GiB: leave after a little.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(marker) as f:
+                text = f.read()
+            if 'endless closed' in text:
+                break
+            time.sleep(0.05)
+        self.assertIn('endless closed after', text)
+        self.assertLess(int(text.split()[-1]), 10000)  # it stopped early
+        # The worker serves on, and logged no traceback for a client that left.
+        self.assertEqual(self.get('/hello')[0], 200)
+        self.assertNotIn('endless', self.served.log())
+
+    def test_file_wrapper_sends_regular_files_by_descriptor(self):
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        with tempfile.NamedTemporaryFile(delete=False) as f:
+            f.write(data)
+        self.addCleanup(os.unlink, f.name)
+        path = f.name
+        # _NoRead raises if read: the bytes can only have left by sendfile.
+        status, headers, body = self.get(f'/sendfile?path={path}')
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(headers['Content-Length'], str(len(data)))
+        self.assertEqual(body, data)
+        status, headers, body = self.get(f'/sendfile?path={path}&skip=1000')
+        self.assertEqual((status, body), (200, data[1000:]))
+        status, headers, body = self.get(f'/sendfile?path={path}&length=5000')
+        self.assertEqual((status, body), (200, data[:5000]))
+        status, headers, body = self.get(f'/sendfile?path={path}', method='HEAD')
+        self.assertEqual((status, body), (200, b''))
+        self.assertEqual(headers['Content-Length'], str(len(data)))
+        # A file object without a descriptor is iterated instead.
+        status, headers, body = self.get(f'/sendfile?path={path}&copy=1')
+        self.assertEqual((status, body), (200, data))
+        # Keep-alive goes on after a file.
+        conn = self.served.connection()
+        for _ in range(3):
+            conn.request('GET', f'/sendfile?path={path}&skip={len(data) - 10}')
+            self.assertEqual(conn.getresponse().read(), data[-10:])
+        conn.close()
+
+    def test_large_sequence_bodies(self):
+        status, headers, body = self.get('/big?n=30')
+        self.assertEqual(status, 200)
+        self.assertEqual(len(body), 3000000)
+        self.assertEqual(body[:100000], b'A' * 100000)
+        self.assertEqual(body[-100000:], bytes([65 + 29 % 26]) * 100000)
+
+    def test_error_after_the_response_began_closes_the_connection(self):
+        for path in ('/late_error', '/late_exc_info'):
+            with self.subTest(path=path):
+                data = self.served.raw(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+                self.assertTrue(data.startswith(b'HTTP/1.1 200 OK'), data)
+                self.assertIn(b'begun', data)
+                self.assertFalse(data.endswith(b'0\r\n\r\n'), data)  # no proper end
+        log = self.served.log()
+        self.assertIn('failed after the response began', log)
+        self.assertIn("KeyError: 'late'", log)
+
+    def test_body_and_content_length_disagree(self):
+        for how in ('list', 'stream'):
+            with self.subTest(how=how):
+                # Longer than said: cut at the length, and the connection
+                # serves the next request properly.
+                data = self.served.raw(
+                    f'GET /wrong_length?say=4&how={how} HTTP/1.1\r\nHost: x\r\n\r\n'
+                    f'GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'.encode())
+                first, _, rest = data.partition(b'\r\n\r\n')
+                self.assertIn(b'Content-Length: 4', first)
+                self.assertTrue(rest.startswith(b'0123HTTP/1.1 200 OK'), rest)
+                self.assertTrue(rest.endswith(b'Hello, world!\n'), rest)
+                # Shorter than said: the connection closes after it.
+                data = self.served.raw(
+                    f'GET /wrong_length?say=20&how={how} HTTP/1.1\r\nHost: x\r\n\r\n'
+                    f'GET /hello HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+                self.assertTrue(data.endswith(b'\r\n\r\n0123456789'), data)
+        self.assertIn('more than its Content-Length', self.served.log())
+
+
 class AppErrors(ServerTestBase):
 
     def test_errors_give_500_and_a_logged_traceback(self):
@@ -651,8 +774,11 @@ class CommandLine(unittest.TestCase):
         def request():
             try:
                 conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
-                conn.request('GET', path)
-                result['status'] = conn.getresponse().status
+                try:
+                    conn.request('GET', path)
+                    result['status'] = conn.getresponse().status
+                finally:
+                    conn.close()
             except OSError as e:
                 result['error'] = e
         t = threading.Thread(target=request)

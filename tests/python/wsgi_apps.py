@@ -147,6 +147,127 @@ def spin(environ, start_response):
     return hello(environ, start_response)
 
 
+def _query(environ):
+    return dict(part.partition('=')[::2] for part in environ['QUERY_STRING'].split('&') if part)
+
+
+def trickle(environ, start_response):
+    """Pieces with pauses between them: each must reach the client at once."""
+    q = _query(environ)
+    pause = float(q.get('pause', 1))
+    write = start_response('200 OK', [('Content-Type', 'text/plain')])
+    if q.get('write'):
+        write(b'written,')
+        time.sleep(pause)
+
+    def pieces():
+        yield b'first,'
+        time.sleep(pause)
+        yield b'second'
+    return pieces()
+
+
+class _Endless:
+    """64 KiB pieces until closed: close() leaves a mark."""
+
+    def __init__(self, marker):
+        self.marker = marker
+        self.sent = 0
+
+    def __iter__(self):
+        piece = b'x' * 65536
+        while self.sent < 1 << 30:
+            self.sent += 1
+            yield piece
+
+    def close(self):
+        with open(self.marker, 'a') as f:
+            f.write(f'endless closed after {self.sent}\n')
+
+
+def endless(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+    return _Endless(os.environ.get('SUBINTERP_TEST_MARKER', '/dev/null'))
+
+
+class _NoRead:
+    """A file object whose data may only leave by its descriptor."""
+
+    def __init__(self, path):
+        self.f = open(path, 'rb')
+
+    def fileno(self):
+        return self.f.fileno()
+
+    def tell(self):
+        return self.f.tell()
+
+    def seek(self, *args):
+        return self.f.seek(*args)
+
+    def read(self, n=-1):
+        raise AssertionError('read() was called: the file was not sent by sendfile')
+
+    def close(self):
+        self.f.close()
+
+
+def sendfile(environ, start_response):
+    """?path=P[&skip=N][&length=N][&copy=1]: the file by wsgi.file_wrapper."""
+    import io
+    q = _query(environ)
+    headers = [('Content-Type', 'application/octet-stream')]
+    if 'length' in q:
+        headers.append(('Content-Length', q['length']))
+    start_response('200 OK', headers)
+    if q.get('copy'):
+        with open(q['path'], 'rb') as f:
+            filelike = io.BytesIO(f.read())  # no descriptor: iterated
+    else:
+        filelike = _NoRead(q['path'])
+    filelike.seek(int(q.get('skip', 0)))
+    return environ['wsgi.file_wrapper'](filelike, 8192)
+
+
+def big(environ, start_response):
+    """A list body above the size that is sent in one piece."""
+    q = _query(environ)
+    body = [bytes([65 + i % 26]) * 100000 for i in range(int(q.get('n', 20)))]
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return body
+
+
+def late_error(environ, start_response):
+    """Fails after the response began: the connection must close."""
+    def pieces():
+        yield b'begun'
+        raise ValueError('failed after the response began')
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return pieces()
+
+
+def late_exc_info(environ, start_response):
+    """start_response(exc_info) after the header went out re-raises."""
+    import sys
+    write = start_response('200 OK', [('Content-Type', 'text/plain')])
+    write(b'begun')
+    try:
+        raise KeyError('late')
+    except KeyError:
+        start_response('500 Internal Server Error', [], sys.exc_info())
+    return [b'never']
+
+
+def wrong_length(environ, start_response):
+    """?say=N: a Content-Length of N for a 10-byte body, sent ?how=list|stream."""
+    q = _query(environ)
+    body = b'0123456789'
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', q['say'])])
+    if q.get('how') == 'stream':
+        return iter([body[:5], body[5:]])
+    return [body]
+
+
 def router(environ, start_response):
     path = environ['PATH_INFO']
     name = path.strip('/').split('/')[0] or 'hello'
@@ -161,5 +282,7 @@ ROUTES = {
     'hello': hello, 'echo': echo, 'stream': stream, 'closing': closing,
     'raises': raises, 'returns_str': returns_str, 'no_start': no_start,
     'twice': twice, 'exc_info': exc_info_replaces, 'bad_header': bad_header,
-    'slow': slow, 'whoami': whoami, 'spin': spin,
+    'slow': slow, 'whoami': whoami, 'spin': spin, 'trickle': trickle, 'endless': endless,
+    'sendfile': sendfile, 'big': big, 'late_error': late_error, 'late_exc_info': late_exc_info,
+    'wrong_length': wrong_length,
 }
