@@ -3,9 +3,10 @@
 // One process serves a WSGI application (PEP 3333) on every core: each
 // worker is an isolated interpreter that imports the application once, and
 // runs it on `threads` threads of its own, each keeping one thread state.
-// HTTP is Boost.Beast's; connections are served by all worker threads
-// together (one Asio io_context), so a slow request holds only its own
-// thread, never the other connections.
+// HTTP is Boost.Beast's. Each thread serves the connections on its own event
+// loop (the thread that reads a request runs it and writes the answer);
+// while a thread is in a slow request, helper threads serve its other
+// connections, so a slow request holds up only itself.
 //
 // The Python entry points (`python -m subinterp serve`, subinterp.serve())
 // wrap this class. A C++ host that embeds Python uses it directly:

@@ -1,10 +1,14 @@
 // The server: acceptors, connections (one Session each, Beast's parser and
 // serializer), and the threads that serve them.
 //
-// Every worker thread runs the one io_context: the thread that completes a
-// request's read runs the application at once, in its own worker's
-// interpreter (no hand-off between an I/O thread and a worker), while the
-// other threads go on serving the other connections.
+// Each serving thread runs an event loop of its own (a Lane) and owns the
+// connections on it: the thread that reads a request runs the application
+// at once, in its own worker's interpreter, and writes the answer, with no
+// hand-off to another thread. The control thread accepts connections and
+// gives each to the lane with the fewest connections among those not busy in
+// the application; when a lane's threads have all been in the application
+// for 50 ms and it has other connections, a helper thread (of the least busy
+// worker) runs that lane too, so one slow request holds up only itself.
 #include "subinterp/server.hpp"
 
 #include <arpa/inet.h>
@@ -136,14 +140,29 @@ const char* reason_for(int status) {
 
 class Session;
 
-// What the watchdog knows of one serving thread.
+// What the watchdog and the control thread know of one serving thread.
 struct Watch {
   std::size_t slot = 0;
+  std::size_t lane = 0;
+  bool helper = false;                     // runs its lane only while the lane is blocked
   unsigned long ident = 0;                 // pthread_self(), as CPython names threads
   std::atomic<std::int64_t> since_ns{0};   // start of the request in the app, or 0
   std::atomic<int> stage{0};               // 0 running, 1 interrupted, 2 given up
   std::atomic<bool> ended{false};          // the thread has left its worker
   std::shared_ptr<detail::Worker> worker;  // guarded by ServerState::watch_mu
+  std::thread thread;                      // guarded by ServerState::watch_mu
+};
+
+// An event loop and the connections on it. Each serving thread runs its own
+// lane (no hand-offs between threads: the thread that reads a request runs
+// the application and writes the answer). When a lane's thread has been in
+// the application for a while and the lane has other connections, helper
+// threads run the lane too, in the least busy workers.
+struct Lane {
+  net::io_context ctx;
+  net::executor_work_guard<net::io_context::executor_type> guard{ctx.get_executor()};
+  std::atomic<int> sessions{0};
+  Watch* main = nullptr;  // set before serving begins
 };
 
 class ServerState : public std::enable_shared_from_this<ServerState> {
@@ -179,8 +198,12 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   }
 
   void accept(std::size_t index);
+  Lane& pick_lane();
+  void look();
+  void on_control_byte();
   std::shared_ptr<detail::Worker> make_worker(std::size_t slot);
-  void replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old);
+  void replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old,
+                      const char* why);
   void reload();
   void control();
   void begin_stop(bool graceful);
@@ -196,7 +219,10 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   Options options;
   detail::Limits limits;
   detail::AccessLogFormat access_format;
-  net::io_context io;
+  std::vector<std::unique_ptr<Lane>> lanes;
+  // The control thread's loop: acceptors, the stop pipe, the graceful
+  // timeout, the look for blocked lanes. It never runs Python.
+  net::io_context control_io;
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   std::vector<std::string> unix_paths;
   // The current worker of each slot; a slot's threads move to a new worker
@@ -219,7 +245,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   std::thread watchdog_thread;
   bool watch_stop = false;                      // guarded by watch_mu
   void watchdog();
-  void start_thread(std::size_t slot);
+  void start_thread(std::size_t slot, std::size_t lane, bool helper);
   void interrupt(Watch& w, PyObject* exc_type);
   std::mutex threads_mu;  // guards threads once serving began
   // Set when the io_context is stopped: wait() then ends the threads.
@@ -227,18 +253,21 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   std::condition_variable stop_cv;
   bool io_stopped = false;  // guarded by stop_mu
   void stop_io() {
-    io.stop();
+    for (auto& lane : lanes) lane->ctx.stop();
     {
       std::lock_guard lock(stop_mu);
       io_stopped = true;
     }
     stop_cv.notify_all();
   }
-  std::vector<std::thread> threads;
   // stop(), reload() and wait() write a byte here; the control thread
   // reads it, so a stop is handled also while every serving thread is
   // inside the application.
   int stop_pipe[2] = {-1, -1};
+  std::optional<net::posix::stream_descriptor> stop_reader;
+  char stop_byte = 0;
+  std::optional<net::steady_timer> grace_timer;
+  std::optional<net::steady_timer> look_timer;
   std::thread control_thread;
   std::condition_variable threads_cv;  // a serving thread ended (threads_mu)
   std::atomic<bool> stopping{false};
@@ -300,8 +329,13 @@ void follow_slot() {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(ServerState& server, Protocol::socket socket, detail::Peer peer)
-      : server_(server), stream_(std::move(socket)), peer_(std::move(peer)) {}
+  Session(ServerState& server, Lane& lane, Protocol::socket socket, detail::Peer peer)
+      : server_(server), lane_(lane), stream_(std::move(socket)), peer_(std::move(peer)) {}
+
+  Lane& lane() { return lane_; }
+  void post_start() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->start(); });
+  }
 
   void start() { read_header(); }
 
@@ -345,6 +379,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void read_body() {
+    // A request without a body (or with all of it read along with the
+    // header) is handled now: a trip through the event loop's queue would
+    // put it behind every connection that became ready meanwhile, a second
+    // wait for its turn.
+    if (parser_->is_done()) return handle();
     stream_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(server_.options.read_timeout)));
     http::async_read(stream_, buffer_, *parser_,
@@ -423,7 +462,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
       }
       if (t_slot.worker->count_request()) {
-        server_.replace_worker(t_slot.slot, t_slot.worker);
+        server_.replace_worker(t_slot.slot, t_slot.worker, "max requests");
       }
     } catch (const std::exception& e) {
       r.error = e.what();
@@ -540,6 +579,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   ServerState& server_;
+  Lane& lane_;
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<detail::RequestParser> parser_;
@@ -549,41 +589,80 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed_ = false;
 };
 
+// The lane for a new connection: the one with the fewest connections among
+// those whose thread is not inside the application.
+Lane& ServerState::pick_lane() {
+  Lane* best = nullptr;
+  std::int64_t best_score = 0;
+  for (auto& lane : lanes) {
+    std::int64_t score = lane->sessions.load(std::memory_order_relaxed);
+    if (lane->main->since_ns.load(std::memory_order_relaxed) != 0) score += 1 << 20;
+    if (best == nullptr || score < best_score) {
+      best = lane.get();
+      best_score = score;
+    }
+  }
+  return *best;
+}
+
+// Accepts on the control thread (so a connection is taken also while every
+// serving thread is busy) and gives each connection to a lane.
 void ServerState::accept(std::size_t index) {
   Acceptor& acceptor = *acceptors[index];
-  acceptor.async_accept(
-      net::make_strand(io), [this, index](beast::error_code ec, Protocol::socket socket) {
-        if (stopping.load()) return;
-        if (ec) {
-          if (ec != net::error::operation_aborted) log("ERROR", "accept: " + ec.message());
-          // Out of file descriptors and the like: try again shortly.
-          auto timer = std::make_shared<net::steady_timer>(io, std::chrono::milliseconds(50));
-          timer->async_wait([this, index, timer](beast::error_code) {
-            if (!stopping.load()) accept(index);
-          });
-          return;
-        }
-        detail::Peer peer;
-        beast::error_code ignored;
-        auto remote = socket.remote_endpoint(ignored);
-        auto local = socket.local_endpoint(ignored);
-        std::tie(peer.remote_addr, peer.remote_port) = describe(remote);
-        std::tie(peer.server_name, peer.server_port) = describe(local);
-        if (local.data()->sa_family == AF_UNIX) {
-          peer.unix_socket = true;
-          peer.server_name = "localhost";
-          peer.server_port = "";
-        } else {
-          socket.set_option(net::ip::tcp::no_delay(true), ignored);
-        }
-        auto session = std::make_shared<Session>(*this, std::move(socket), std::move(peer));
-        {
-          std::lock_guard lock(sessions_mu);
-          sessions.insert(session);
-        }
-        session->start();
-        accept(index);
+  acceptor.async_wait(Acceptor::wait_read, [this, index](beast::error_code ec) {
+    if (stopping.load() || ec == net::error::operation_aborted) return;
+    auto retry_later = [this, index] {
+      // Out of file descriptors and the like: try again shortly.
+      auto timer = std::make_shared<net::steady_timer>(control_io, std::chrono::milliseconds(50));
+      timer->async_wait([this, index, timer](beast::error_code) {
+        if (!stopping.load()) accept(index);
       });
+    };
+    if (ec) {
+      log("ERROR", "accept: " + ec.message());
+      return retry_later();
+    }
+    Acceptor& acc = *acceptors[index];
+    const Protocol protocol = acc.local_endpoint().protocol();
+    for (int n = 0; n < 64; ++n) {
+      int fd = ::accept4(acc.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        log("ERROR", std::string("accept: ") + std::strerror(errno));
+        return retry_later();
+      }
+      Lane& lane = pick_lane();
+      Protocol::socket socket(net::make_strand(lane.ctx));
+      beast::error_code aec;
+      socket.assign(protocol, fd, aec);
+      if (aec) {
+        ::close(fd);
+        continue;
+      }
+      detail::Peer peer;
+      beast::error_code ignored;
+      auto remote = socket.remote_endpoint(ignored);
+      auto local = socket.local_endpoint(ignored);
+      std::tie(peer.remote_addr, peer.remote_port) = describe(remote);
+      std::tie(peer.server_name, peer.server_port) = describe(local);
+      if (local.data()->sa_family == AF_UNIX) {
+        peer.unix_socket = true;
+        peer.server_name = "localhost";
+        peer.server_port = "";
+      } else {
+        socket.set_option(net::ip::tcp::no_delay(true), ignored);
+      }
+      auto session = std::make_shared<Session>(*this, lane, std::move(socket), std::move(peer));
+      lane.sessions.fetch_add(1, std::memory_order_relaxed);
+      {
+        std::lock_guard lock(sessions_mu);
+        sessions.insert(session);
+      }
+      session->post_start();
+    }
+    accept(index);
+  });
 }
 
 void ServerState::session_ended(Session* s) {
@@ -594,6 +673,7 @@ void ServerState::session_ended(Session* s) {
     for (auto it = sessions.begin(); it != sessions.end(); ++it) {
       if (it->get() == s) {
         keep = *it;
+        s->lane().sessions.fetch_sub(1, std::memory_order_relaxed);
         sessions.erase(it);
         break;
       }
@@ -627,6 +707,9 @@ void ServerState::quick_stop(const char* why) {
   log("INFO", why);
   stopping.store(true);
   graceful.store(false);
+  beast::error_code ec;
+  for (auto& a : acceptors) a->close(ec);
+  grace_timer.reset();
   stop_io();
   std::vector<Watch*> busy;
   {
@@ -638,76 +721,135 @@ void ServerState::quick_stop(const char* why) {
   for (Watch* w : busy) interrupt(*w, PyExc_SystemExit);
 }
 
-// The control thread: reads the bytes that stop(), reload() and wait() write
-// to the pipe, and ends a graceful stop at its timeout. Nothing here needs a
-// serving thread to be free.
-void ServerState::control() {
-  using clock = std::chrono::steady_clock;
-  const clock::time_point never = clock::time_point::max();
-  clock::time_point deadline = never;  // of a graceful stop
-  for (;;) {
-    int wait_ms = -1;
-    if (deadline != never) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-      wait_ms = static_cast<int>(std::max<std::int64_t>(0, left.count()) + 1);
-    }
-    pollfd p{stop_pipe[0], POLLIN, 0};
-    int n = ::poll(&p, 1, wait_ms);
-    if (n < 0 && errno != EINTR) {
-      log("ERROR", std::string("the control thread's poll failed: ") + std::strerror(errno));
-      return;
-    }
-    if (deadline != never && clock::now() >= deadline) {
-      deadline = never;
-      bool done;
-      {
-        std::lock_guard lock(stop_mu);
-        done = io_stopped;
+// The control thread's reading of the bytes that stop(), reload() and wait()
+// write to the pipe.
+void ServerState::on_control_byte() {
+  stop_reader->async_read_some(net::buffer(&stop_byte, 1), [this](beast::error_code ec,
+                                                                  std::size_t n) {
+    if (ec || n == 0) return;
+    switch (stop_byte) {
+      case 'x':  // wait(): the serving has stopped
+        control_io.stop();
+        return;
+      case 'r': {
+        // Creating the workers takes a while: on a thread of its own, so a
+        // stop is still heard meanwhile.
+        std::lock_guard lock(helpers_mu);
+        helpers.emplace_back([this] { reload(); });
+        break;
       }
-      if (!done) quick_stop("graceful timeout: stopping the requests and connections still open");
+      case 'g':
+        if (stopping.load()) break;
+        log("INFO", "Stopping: finishing requests in flight");
+        begin_stop(true);
+        grace_timer.emplace(control_io,
+                            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(options.graceful_timeout)));
+        grace_timer->async_wait([this](beast::error_code tec) {
+          if (tec) return;
+          bool done;
+          {
+            std::lock_guard lock(stop_mu);
+            done = io_stopped;
+          }
+          if (!done) quick_stop("graceful timeout: stopping the requests and connections still open");
+        });
+        break;
+      default:
+        if (!graceful.load() && stopping.load()) break;
+        quick_stop("Stopping now");
     }
-    if (n <= 0) continue;
-    char bytes[64];
-    ssize_t got = ::read(stop_pipe[0], bytes, sizeof bytes);
-    for (ssize_t i = 0; i < got; ++i) {
-      switch (bytes[i]) {
-        case 'x':  // wait(): the serving has stopped
-          return;
-        case 'r': {
-          // Creating the workers takes a while: on a thread of its own, so a
-          // stop is still heard meanwhile.
-          std::lock_guard lock(helpers_mu);
-          helpers.emplace_back([this] { reload(); });
-          break;
+    on_control_byte();
+  });
+}
+
+// Every 25 ms: a lane whose threads have all been inside the application
+// for 50 ms or more while it has other connections gets a helper thread
+// (up to 8 a lane), in the worker with the fewest busy threads. Its other
+// connections are then served meanwhile.
+void ServerState::look() {
+  look_timer->expires_after(std::chrono::milliseconds(25));
+  look_timer->async_wait([this](beast::error_code ec) {
+    if (ec || stopping.load()) return;
+    const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const std::int64_t patience = std::chrono::nanoseconds(std::chrono::milliseconds(50)).count();
+    std::vector<std::pair<std::size_t, std::size_t>> to_start;  // (slot, lane)
+    {
+      std::lock_guard lock(watch_mu);
+      std::vector<int> busy_in_slot(options.workers, 0);
+      for (auto& w : watches) {
+        if (!w->ended.load() && w->since_ns.load() != 0) ++busy_in_slot[w->slot];
+      }
+      for (std::size_t i = 0; i < lanes.size(); ++i) {
+        int running = 0, blocked = 0;
+        for (auto& w : watches) {
+          if (w->lane != i || w->ended.load()) continue;
+          ++running;
+          std::int64_t since = w->since_ns.load();
+          if (since != 0 && now - since >= patience) ++blocked;
         }
-        case 'g':
-          if (stopping.load()) break;
-          log("INFO", "Stopping: finishing requests in flight");
-          deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
-                                         std::chrono::duration<double>(options.graceful_timeout));
-          // Acceptors and sessions belong to the event loop's threads.
-          net::post(io, [this] { begin_stop(true); });
-          break;
-        default:
-          if (!graceful.load() && stopping.load()) break;
-          deadline = never;
-          quick_stop("Stopping now");
+        if (running == 0 || blocked < running || running > 8 ||
+            lanes[i]->sessions.load() <= running) {
+          continue;
+        }
+        std::size_t slot = 0;
+        for (std::size_t k = 1; k < busy_in_slot.size(); ++k) {
+          if (busy_in_slot[k] < busy_in_slot[slot]) slot = k;
+        }
+        ++busy_in_slot[slot];
+        to_start.emplace_back(slot, i);
       }
+    }
+    for (auto [slot, lane] : to_start) start_thread(slot, lane, true);
+    look();
+  });
+}
+
+// The control thread: accepts connections, hears stop(), reload() and
+// wait(), ends a graceful stop at its timeout, and looks for blocked lanes.
+// Nothing here needs a serving thread to be free.
+void ServerState::control() {
+  for (;;) {
+    try {
+      control_io.run();
+      return;
+    } catch (const std::exception& e) {
+      log("ERROR", std::string("control thread: ") + e.what());
     }
   }
 }
 
-void ServerState::start_thread(std::size_t w) {
-  auto watch = std::make_unique<Watch>();
-  watch->slot = w;
-  Watch* watch_ptr = watch.get();
-  {
-    std::lock_guard lock(watch_mu);
-    watches.push_back(std::move(watch));
+// Starts a serving thread in worker slot `w` on lane `lane_index`: the
+// lane's own thread, or a helper that runs the lane while its own thread is
+// inside the application.
+void ServerState::start_thread(std::size_t w, std::size_t lane_index, bool helper) {
+  std::lock_guard lock(watch_mu);
+  Watch* watch_ptr = nullptr;
+  if (helper) {
+    // An ended helper's record is used again (helpers come and go).
+    for (auto& old : watches) {
+      if (old->helper && old->ended.load() && old->thread.joinable()) {
+        old->thread.join();
+        watch_ptr = old.get();
+        break;
+      }
+    }
   }
+  if (watch_ptr == nullptr) {
+    watches.push_back(std::make_unique<Watch>());
+    watch_ptr = watches.back().get();
+  }
+  watch_ptr->slot = w;
+  watch_ptr->lane = lane_index;
+  watch_ptr->helper = helper;
+  watch_ptr->ident = 0;
+  watch_ptr->since_ns.store(0);
+  watch_ptr->stage.store(0);
+  watch_ptr->ended.store(false);
+  watch_ptr->worker.reset();
+  if (!helper) lanes[lane_index]->main = watch_ptr;
   auto state = shared_from_this();
-  std::lock_guard lock(threads_mu);
-  threads.emplace_back([state, w, watch_ptr] {
+  watch_ptr->thread = std::thread([state, w, watch_ptr, lane_index, helper] {
     t_slot.server = state.get();
     t_slot.slot = w;
     t_slot.watch = watch_ptr;
@@ -726,9 +868,17 @@ void ServerState::start_thread(std::size_t w) {
       mark_ended();
       return;
     }
+    Lane& lane = *state->lanes[lane_index];
     for (;;) {
       try {
-        state->io.run();
+        if (!helper) {
+          lane.ctx.run();
+        } else {
+          // While the lane's own thread is inside the application.
+          while (!lane.ctx.stopped() && lane.main->since_ns.load() != 0) {
+            lane.ctx.run_one_for(std::chrono::milliseconds(20));
+          }
+        }
         break;
       } catch (const std::exception& e) {
         state->log("ERROR", std::string("server thread: ") + e.what());
@@ -816,12 +966,11 @@ void ServerState::watchdog() {
       }
       log("ERROR", "worker " + std::to_string(w->slot) +
                        ": a request is still running at twice the timeout; a new worker "
-                       "and thread take its place");
+                       "takes its place (helper threads serve its connections)");
       if (stuck) {
         stuck->retire();
-        replace_worker(w->slot, stuck);
+        replace_worker(w->slot, stuck, "a request stuck past twice the timeout");
       }
-      if (!stopping.load()) start_thread(w->slot);
     }
     lock.lock();
     if (!to_interrupt.empty() || !to_give_up.empty()) continue;
@@ -842,7 +991,8 @@ std::shared_ptr<detail::Worker> ServerState::make_worker(std::size_t slot) {
 
 // Puts a new worker in the slot; the slot's threads move to it after their
 // current request, and the last one to leave the old one closes it.
-void ServerState::replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old) {
+void ServerState::replace_worker(std::size_t slot, const std::shared_ptr<detail::Worker>& old,
+                                 const char* why) {
   if (stopping.load()) return;
   std::shared_ptr<detail::Worker> fresh;
   try {
@@ -858,10 +1008,7 @@ void ServerState::replace_worker(std::size_t slot, const std::shared_ptr<detail:
     workers[slot] = fresh;
   }
   generation.fetch_add(1, std::memory_order_release);
-  log("INFO", "worker " + std::to_string(slot) + ": new interpreter (" +
-                  (old->handled() >= old->limit() && old->limit() != 0 ? "max requests"
-                                                                        : "reload") +
-                  ")");
+  log("INFO", "worker " + std::to_string(slot) + ": new interpreter (" + why + ")");
 }
 
 void ServerState::reload() {
@@ -873,7 +1020,7 @@ void ServerState::reload() {
       old = workers[slot];
     }
     old->retire();
-    replace_worker(slot, old);
+    replace_worker(slot, old, "reload");
   }
 }
 
@@ -905,7 +1052,7 @@ std::vector<std::string> Server::start() {
   for (const std::string& spec : s.options.binds) {
     std::string unix_path;
     Protocol::endpoint ep = parse_bind(spec, unix_path);
-    auto acceptor = std::make_unique<Acceptor>(s.io);
+    auto acceptor = std::make_unique<Acceptor>(s.control_io);
     beast::error_code ec;
     acceptor->open(ep.protocol(), ec);
     if (!unix_path.empty()) {
@@ -932,17 +1079,24 @@ std::vector<std::string> Server::start() {
   }
   for (std::size_t i = 0; i < s.options.workers; ++i) s.workers.push_back(s.make_worker(i));
   if (::pipe2(s.stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) throw Error("pipe2 failed");
+  s.stop_reader.emplace(s.control_io, s.stop_pipe[0]);
+  s.stop_pipe[0] = -1;  // owned by the descriptor now
+  s.on_control_byte();
   for (std::size_t i = 0; i < s.acceptors.size(); ++i) s.accept(i);
+  s.look_timer.emplace(s.control_io);
+  s.look();
+  // A lane per serving thread; the lanes have their threads before the
+  // control thread gives them connections.
+  for (std::size_t w = 0; w < s.workers.size(); ++w) {
+    for (std::size_t t = 0; t < s.options.threads; ++t) {
+      s.lanes.push_back(std::make_unique<Lane>());
+      s.start_thread(w, s.lanes.size() - 1, false);
+    }
+  }
   s.started = true;
   s.control_thread = std::thread([state = state_] { state->control(); });
   if (s.options.timeout > 0) {
     s.watchdog_thread = std::thread([state = state_] { state->watchdog(); });
-  }
-  auto state = state_;
-  for (std::size_t w = 0; w < s.workers.size(); ++w) {
-    for (std::size_t t = 0; t < s.options.threads; ++t) {
-      s.start_thread(w);
-    }
   }
   return urls;
 }
@@ -983,28 +1137,22 @@ void Server::wait() {
     ssize_t n = ::write(s.stop_pipe[1], &byte, 1);
     (void)n;
     if (s.control_thread.joinable()) s.control_thread.join();
-    std::vector<std::thread> threads;
+    // No thread starts from here on (the control thread has ended).
+    std::vector<std::pair<Watch*, std::thread>> threads;
     {
-      std::lock_guard lock(s.threads_mu);
-      threads = std::move(s.threads);
+      std::lock_guard lock(s.watch_mu);
+      for (auto& w : s.watches) {
+        if (w->thread.joinable()) threads.emplace_back(w.get(), std::move(w->thread));
+      }
     }
     // Threads whose request is still running (stuck in C code, or in Python
     // after a quick stop, which raised SystemExit there) get a moment; then
     // they are left to finish on their own, or to the process's exit, and
     // each closes its worker if it ever returns.
     const auto patience = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    for (auto& t : threads) {
-      Watch* watch = nullptr;
-      std::shared_ptr<detail::Worker> its_worker;
+    for (auto& [watch, t] : threads) {
+      bool ended;
       {
-        std::lock_guard lock(s.watch_mu);
-        for (auto& w : s.watches) {
-          if (w->ident == static_cast<unsigned long>(t.native_handle())) watch = w.get();
-        }
-        if (watch != nullptr) its_worker = watch->worker;
-      }
-      bool ended = true;
-      if (watch != nullptr) {
         std::unique_lock lock(s.threads_mu);
         bool hopeless = watch->stage.load() == 2 && watch->since_ns.load() != 0;
         ended = hopeless ? watch->ended.load()
@@ -1013,6 +1161,11 @@ void Server::wait() {
       if (ended) {
         t.join();
         continue;
+      }
+      std::shared_ptr<detail::Worker> its_worker;
+      {
+        std::lock_guard lock(s.watch_mu);
+        its_worker = watch->worker;
       }
       s.log("WARNING", "leaving a thread whose request has not returned");
       t.detach();
