@@ -5,7 +5,7 @@ loopback. For each endpoint, wrk (-t2 -c32, Debian's) loads each server in
 turn, for several interleaved rounds. Reported per server and endpoint:
 req/s, p50 and p99 latency, errors (non-2xx and socket errors), whether
 every connection got answers (keep-alive servers can starve some), and the
-summed RSS of the server's process tree. Ratios against the best peer come
+summed RSS and PSS of the server's process tree. Ratios against the best peer come
 last, with the issue's targets.
 
     PY=$PYENV_ROOT/versions/3.13.0/bin/python3
@@ -100,8 +100,10 @@ def wait_port(port, proc, timeout=60):
     return False
 
 
-def tree_rss(pid):
-    """Summed RSS (KiB) of pid and its descendants."""
+def tree_memory(pid):
+    """Summed RSS and PSS (KiB) of pid and its descendants. PSS counts a
+    page shared by n processes as 1/n in each (forked workers share their
+    parent's pages), so its sum counts every page once."""
     children = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -112,16 +114,19 @@ def tree_rss(pid):
             children.setdefault(int(fields[1]), []).append(int(entry))
         except OSError:
             continue
-    total, todo = 0, [pid]
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
         todo.extend(children.get(p, []))
         try:
-            with open(f'/proc/{p}/status') as f:
-                total += int(re.search(r'VmRSS:\s+(\d+)', f.read()).group(1))
+            with open(f'/proc/{p}/smaps_rollup') as f:
+                text = f.read()
+            rss += int(re.search(r'^Rss:\s+(\d+)', text, re.M).group(1))
+            pss += int(re.search(r'^Pss:\s+(\d+)', text, re.M).group(1))
         except (OSError, AttributeError):
             pass
-    return total
+    return rss, pss
 
 
 def parse_wrk(text):
@@ -223,8 +228,10 @@ def memory_per_worker(table_fn, py, counts=(1, 4)):
     """RSS of each server's process tree with 1 and with 4 workers, after
     the Flask route and /hello were each requested 200 times: what an extra
     worker costs (an interpreter against a process)."""
-    print('\nmemory per extra worker (RSS of the process tree after 200 requests per route)')
-    header = f"{'server':34} " + ' '.join(f'{f"-w {n}":>10}' for n in counts) + '  per extra worker'
+    print('\nmemory per extra worker (RSS / PSS of the process tree, MiB, after a second of '
+          'load on each route)')
+    header = (f"{'server':34} " + ' '.join(f'{f"-w {n}":>15}' for n in counts) +
+              '  per extra worker (RSS / PSS)')
     print(header)
     print('-' * len(header))
     rows = {}
@@ -244,7 +251,8 @@ def memory_per_worker(table_fn, py, counts=(1, 4)):
                     subprocess.run(['wrk', '-t1', f'-c{2 * n}', '-d1s',
                                     f'http://127.0.0.1:{port}{path}'], capture_output=True)
                 time.sleep(0.5)
-                rows.setdefault(kind, {})[n] = tree_rss(proc.pid) / 1024
+                rss, pss = tree_memory(proc.pid)
+                rows.setdefault(kind, {})[n] = (rss / 1024, pss / 1024)
             finally:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -253,9 +261,10 @@ def memory_per_worker(table_fn, py, counts=(1, 4)):
                     pass
     for kind, by_n in rows.items():
         if len(by_n) == len(counts):
-            extra = (by_n[counts[-1]] - by_n[counts[0]]) / (counts[-1] - counts[0])
-            print(f'{kind:34} ' + ' '.join(f'{by_n[n]:8.1f}Mi' for n in counts) +
-                  f'  {extra:6.1f} MiB')
+            extra = [(by_n[counts[-1]][i] - by_n[counts[0]][i]) / (counts[-1] - counts[0])
+                     for i in (0, 1)]
+            print(f'{kind:34} ' + ' '.join(f'{by_n[n][0]:7.1f}/{by_n[n][1]:7.1f}' for n in counts) +
+                  f'  {extra[0]:6.1f} / {extra[1]:6.1f} MiB')
 
 
 def main():
@@ -308,8 +317,8 @@ def main():
                     out = subprocess.run(['wrk', '-t2', '-c32', f'-d{args.seconds}s',
                                           '--latency', url], capture_output=True, text=True)
                     rps, p50, p99, errors = parse_wrk(out.stdout)
-                    rss = tree_rss(proc.pid)
-                    results.setdefault((name, ep), []).append((rps, p50, p99, errors, rss))
+                    rss, pss = tree_memory(proc.pid)
+                    results.setdefault((name, ep), []).append((rps, p50, p99, errors, rss, pss))
                     print(f'  round {r + 1} {name:40} {ep:6} {rps:9.0f} req/s  p99 {p99:7.2f} ms',
                           flush=True)
                 if r == 0 and 'hello' in endpoints:
@@ -327,7 +336,7 @@ def main():
 
     print()
     header = (f"{'server':42} {'endpoint':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'errors':>7} {'RSS MiB':>8}")
+              f"{'errors':>7} {'RSS MiB':>8} {'PSS MiB':>8}")
     print(header)
     print('-' * len(header))
     med = {}
@@ -337,8 +346,10 @@ def main():
         p99 = statistics.median(x[2] for x in runs)
         errors = sum(x[3] for x in runs)
         rss = statistics.median(x[4] for x in runs) / 1024
-        med[(name, ep)] = (rps, p50, p99, errors, rss)
-        print(f'{name:42} {ep:8} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:7d} {rss:8.1f}')
+        pss = statistics.median(x[5] for x in runs) / 1024
+        med[(name, ep)] = (rps, p50, p99, errors, rss, pss)
+        print(f'{name:42} {ep:8} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:7d} {rss:8.1f} '
+              f'{pss:8.1f}')
     if starve:
         print('\nanswers per connection: 32 clients, each sending its next request as soon as '
               'its answer is in (as wrk does), 3 s on /hello')
@@ -389,9 +400,9 @@ def main():
                 top = max(peers)
                 p99_best = min(med[(n, ep)][2] for _, n in peers)
                 if ep == 'cpu':
-                    line(rps >= top[0] and med[(ours, ep)][4] <= med[(top[1], ep)][4] / 2,
-                         f'cpu: {rps:.0f} vs best peer {top[0]:.0f} ({top[1]}); RSS '
-                         f'{med[(ours, ep)][4]:.0f} vs {med[(top[1], ep)][4]:.0f} MiB '
+                    line(rps >= top[0] and med[(ours, ep)][5] <= med[(top[1], ep)][5] / 2,
+                         f'cpu: {rps:.0f} vs best peer {top[0]:.0f} ({top[1]}); PSS '
+                         f'{med[(ours, ep)][5]:.0f} vs {med[(top[1], ep)][5]:.0f} MiB '
                          f'(target: >= its req/s at <= half its memory)')
                 line(med[(ours, ep)][2] <= p99_best,
                      f'{ep}: p99 {med[(ours, ep)][2]:.2f} ms vs best peer {p99_best:.2f} ms')

@@ -197,12 +197,6 @@ py::ref main_attr(const char* name) {
   return py::check(PyObject_GetAttrString(main, name));
 }
 
-void set_item(PyObject* dict, const char* key, PyObject* value) {
-  py::ref owned = py::ref::steal(value);
-  if (!owned) py::throw_python_error();
-  py::check(PyDict_SetItemString(dict, key, owned.get()));
-}
-
 py::ref latin1(const std::string& s) {
   return py::check(PyUnicode_DecodeLatin1(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr));
 }
@@ -418,6 +412,19 @@ Worker::Worker(const Options& options, std::size_t index, std::uint64_t max_requ
       handler_ = main_attr("__subinterp_wsgi__");
       base_environ_ = main_attr("__subinterp_base_environ__");
       bytes_io_ = main_attr("__subinterp_bytes_io__");
+      static const char* const kNames[kKeyCount] = {
+          "REQUEST_METHOD", "PATH_INFO",       "QUERY_STRING", "RAW_URI",
+          "SERVER_PROTOCOL", "SERVER_NAME",    "SERVER_PORT",  "REMOTE_ADDR",
+          "REMOTE_PORT",    "wsgi.url_scheme", "wsgi.input",   "CONTENT_TYPE",
+          "CONTENT_LENGTH"};
+      for (int i = 0; i < kKeyCount; ++i) keys_[i] = py::check(PyUnicode_InternFromString(kNames[i]));
+      http10_ = py::check(PyUnicode_InternFromString("HTTP/1.0"));
+      http11_ = py::check(PyUnicode_InternFromString("HTTP/1.1"));
+      scheme_http_ = py::check(PyUnicode_InternFromString("http"));
+      scheme_https_ = py::check(PyUnicode_InternFromString("https"));
+      for (const char* m : {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}) {
+        methods_.emplace_back(m, py::check(PyUnicode_InternFromString(m)));
+      }
     });
   } catch (...) {
     SUBINTERP_RETHROW_FORCED_UNWIND;
@@ -449,17 +456,51 @@ void Worker::close() {
       handler_ = py::ref();
       base_environ_ = py::ref();
       bytes_io_ = py::ref();
+      for (auto& k : keys_) k = py::ref();
+      http10_ = http11_ = scheme_http_ = scheme_https_ = py::ref();
+      methods_.clear();
+      field_keys_.clear();
+      last_server_name_ = last_server_port_ = last_remote_addr_ = {};
     });
     interp_.close();
   }
 }
 
+namespace {
+
+// The value for `text`, made again only when it differs from the last one.
+PyObject* cached(std::pair<std::string, py::ref>& last, const std::string& text) {
+  if (!last.second || last.first != text) {
+    last.second = latin1(text);
+    last.first = text;
+  }
+  return last.second.get();
+}
+
+void put(PyObject* dict, const py::ref& key, PyObject* value) {
+  py::check(PyDict_SetItem(dict, key.get(), value));
+}
+
+void put_new(PyObject* dict, const py::ref& key, PyObject* value) {
+  py::ref owned = py::ref::steal(value);
+  if (!owned) py::throw_python_error();
+  put(dict, key, owned.get());
+}
+
+}  // namespace
+
 py::ref Worker::environ(const RequestParser& r, const Peer& peer, bool https) {
   py::ref env = py::check(PyDict_Copy(base_environ_.get()));
   PyObject* e = env.get();
-  set_item(e, "REQUEST_METHOD", PyUnicode_DecodeLatin1(r.method.data(),
-                                                       static_cast<Py_ssize_t>(r.method.size()),
-                                                       nullptr));
+  PyObject* method = nullptr;
+  for (auto& [name, value] : methods_) {
+    if (name == r.method) method = value.get();
+  }
+  if (method != nullptr) {
+    put(e, keys_[kRequestMethod], method);
+  } else {
+    put_new(e, keys_[kRequestMethod], latin1(r.method).release());
+  }
   std::string_view target = r.target;
   std::size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
@@ -468,43 +509,55 @@ py::ref Worker::environ(const RequestParser& r, const Peer& peer, bool https) {
     std::size_t slash = path.find('/', path.find("//") + 2);
     path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
   }
-  set_item(e, "PATH_INFO", latin1(unquote(path)).release());
-  set_item(e, "QUERY_STRING", latin1(q == std::string_view::npos ? std::string()
-                                                                 : std::string(target.substr(q + 1)))
-                                  .release());
-  set_item(e, "RAW_URI", latin1(r.target).release());
-  set_item(e, "SERVER_PROTOCOL", PyUnicode_FromString(r.version == 10 ? "HTTP/1.0" : "HTTP/1.1"));
-  set_item(e, "SERVER_NAME", latin1(peer.server_name).release());
-  set_item(e, "SERVER_PORT", latin1(peer.server_port).release());
-  set_item(e, "REMOTE_ADDR", latin1(peer.remote_addr).release());
-  if (!peer.remote_port.empty()) set_item(e, "REMOTE_PORT", latin1(peer.remote_port).release());
-  set_item(e, "wsgi.url_scheme", PyUnicode_FromString(https ? "https" : "http"));
+  put_new(e, keys_[kPathInfo], latin1(unquote(path)).release());
+  put_new(e, keys_[kQueryString],
+          latin1(q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1)))
+              .release());
+  put_new(e, keys_[kRawUri], latin1(r.target).release());
+  put(e, keys_[kServerProtocol], r.version == 10 ? http10_.get() : http11_.get());
+  put(e, keys_[kServerName], cached(last_server_name_, peer.server_name));
+  put(e, keys_[kServerPort], cached(last_server_port_, peer.server_port));
+  put(e, keys_[kRemoteAddr], cached(last_remote_addr_, peer.remote_addr));
+  if (!peer.remote_port.empty()) put_new(e, keys_[kRemotePort], latin1(peer.remote_port).release());
+  put(e, keys_[kUrlScheme], https ? scheme_https_.get() : scheme_http_.get());
   for (const auto& [name, value] : r.fields) {
-    std::string key;
+    PyObject* key = nullptr;  // borrowed from the cache or `made`
+    py::ref made;
+    bool header = true;
     if (boost::beast::iequals(name, "content-type")) {
-      key = "CONTENT_TYPE";
+      key = keys_[kContentType].get();
+      header = false;
     } else if (boost::beast::iequals(name, "content-length")) {
-      key = "CONTENT_LENGTH";
+      key = keys_[kContentLength].get();
+      header = false;
+    } else if (auto it = field_keys_.find(name); it != field_keys_.end()) {
+      key = it->second.get();
     } else {
-      key = cgi_name(name);
-      if (key.find('_', 5) != std::string::npos && name.find('_') != std::string::npos) {
+      std::string cgi = cgi_name(name);
+      if (cgi.find('_', 5) != std::string::npos && name.find('_') != std::string::npos) {
         continue;  // "X_Foo" would pose as "X-Foo" (gunicorn drops these too)
       }
+      made = py::check(PyUnicode_InternFromString(cgi.c_str()));
+      // Names seen before are kept, up to a bound (clients may send many).
+      if (field_keys_.size() < 256) field_keys_.emplace(name, made);
+      key = made.get();
     }
     py::ref v = latin1(value);
-    PyObject* old = PyDict_GetItemString(e, key.c_str());  // borrowed
-    if (old != nullptr && key.compare(0, 5, "HTTP_") == 0) {
+    PyObject* old = header ? PyDict_GetItemWithError(e, key) : nullptr;  // borrowed
+    if (old == nullptr && PyErr_Occurred()) py::throw_python_error();
+    if (old != nullptr) {
       // Repeated fields are joined with ", " (RFC 9110 5.3).
       v = py::check(PyUnicode_FromFormat("%U, %U", old, v.get()));
     }
-    py::check(PyDict_SetItemString(e, key.c_str(), v.get()));
+    py::check(PyDict_SetItem(e, key, v.get()));
   }
   py::ref body = py::check(
       PyBytes_FromStringAndSize(r.body.data(), static_cast<Py_ssize_t>(r.body.size())));
-  set_item(e, "wsgi.input", PyObject_CallOneArg(bytes_io_.get(), body.get()));
-  if (!r.body.empty() && PyDict_GetItemString(e, "CONTENT_LENGTH") == nullptr) {
+  put_new(e, keys_[kInput], PyObject_CallOneArg(bytes_io_.get(), body.get()));
+  if (!r.body.empty() && PyDict_GetItemWithError(e, keys_[kContentLength].get()) == nullptr) {
+    if (PyErr_Occurred()) py::throw_python_error();
     // A chunked body: its length once read, as gunicorn and uWSGI give it.
-    set_item(e, "CONTENT_LENGTH", PyUnicode_FromFormat("%zu", r.body.size()));
+    put_new(e, keys_[kContentLength], PyUnicode_FromFormat("%zu", r.body.size()));
   }
   return env;
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -102,6 +103,20 @@ class Worker {
   py::ref handler_;  // the glue that calls the application
   py::ref base_environ_;
   py::ref bytes_io_;
+  // Interned keys and values made once, not per request (guarded by the
+  // worker's GIL, like every object here).
+  enum Key {
+    kRequestMethod, kPathInfo, kQueryString, kRawUri, kServerProtocol, kServerName,
+    kServerPort, kRemoteAddr, kRemotePort, kUrlScheme, kInput, kContentType, kContentLength,
+    kKeyCount
+  };
+  py::ref keys_[kKeyCount];
+  py::ref http10_, http11_, scheme_http_, scheme_https_;
+  std::vector<std::pair<std::string, py::ref>> methods_;  // GET, HEAD, POST, ...
+  std::unordered_map<std::string, py::ref> field_keys_;  // "User-Agent" -> HTTP_USER_AGENT
+  // The last value of each of these, which rarely change from one request
+  // to the next.
+  std::pair<std::string, py::ref> last_server_name_, last_server_port_, last_remote_addr_;
   bool closed_ = false;
 };
 
