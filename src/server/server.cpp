@@ -765,8 +765,9 @@ void ServerState::on_control_byte() {
 
 // Every 25 ms: a lane whose threads have all been inside the application
 // for 50 ms or more while it has other connections gets a helper thread
-// (up to 8 a lane), in the worker with the fewest busy threads. Its other
-// connections are then served meanwhile.
+// (up to 8 a lane), in the worker with the fewest busy threads (without
+// --threads: in a worker with none). Its other connections are then served
+// meanwhile.
 void ServerState::look() {
   look_timer->expires_after(std::chrono::milliseconds(25));
   look_timer->async_wait([this](beast::error_code ec) {
@@ -776,9 +777,19 @@ void ServerState::look() {
     std::vector<std::pair<std::size_t, std::size_t>> to_start;  // (slot, lane)
     {
       std::lock_guard lock(watch_mu);
+      // Busy threads per slot, in the slot's current worker (a thread stuck
+      // in a worker that was given up does not count).
+      std::vector<std::shared_ptr<detail::Worker>> current;
+      {
+        std::lock_guard wl(workers_mu);
+        current = workers;
+      }
       std::vector<int> busy_in_slot(options.workers, 0);
       for (auto& w : watches) {
-        if (!w->ended.load() && w->since_ns.load() != 0) ++busy_in_slot[w->slot];
+        if (!w->ended.load() && w->since_ns.load() != 0 && w->slot < current.size() &&
+            w->worker == current[w->slot]) {
+          ++busy_in_slot[w->slot];
+        }
       }
       for (std::size_t i = 0; i < lanes.size(); ++i) {
         int running = 0, blocked = 0;
@@ -796,6 +807,9 @@ void ServerState::look() {
         for (std::size_t k = 1; k < busy_in_slot.size(); ++k) {
           if (busy_in_slot[k] < busy_in_slot[slot]) slot = k;
         }
+        // A worker without --threads serves one request at a time: a
+        // helper there would only wait.
+        if (options.threads <= 1 && busy_in_slot[slot] > 0) continue;
         ++busy_in_slot[slot];
         to_start.emplace_back(slot, i);
       }
@@ -849,7 +863,8 @@ void ServerState::start_thread(std::size_t w, std::size_t lane_index, bool helpe
   watch_ptr->worker.reset();
   if (!helper) lanes[lane_index]->main = watch_ptr;
   auto state = shared_from_this();
-  watch_ptr->thread = std::thread([state, w, watch_ptr, lane_index, helper] {
+  Lane* lane_ptr = lanes[lane_index].get();
+  watch_ptr->thread = std::thread([state, w, watch_ptr, lane_ptr, helper] {
     t_slot.server = state.get();
     t_slot.slot = w;
     t_slot.watch = watch_ptr;
@@ -868,7 +883,7 @@ void ServerState::start_thread(std::size_t w, std::size_t lane_index, bool helpe
       mark_ended();
       return;
     }
-    Lane& lane = *state->lanes[lane_index];
+    Lane& lane = *lane_ptr;
     for (;;) {
       try {
         if (!helper) {
@@ -1087,12 +1102,11 @@ std::vector<std::string> Server::start() {
   s.look();
   // A lane per serving thread; the lanes have their threads before the
   // control thread gives them connections.
-  for (std::size_t w = 0; w < s.workers.size(); ++w) {
-    for (std::size_t t = 0; t < s.options.threads; ++t) {
-      s.lanes.push_back(std::make_unique<Lane>());
-      s.start_thread(w, s.lanes.size() - 1, false);
-    }
+  // (All lanes first: the vector does not change once threads read it.)
+  for (std::size_t i = 0; i < s.workers.size() * s.options.threads; ++i) {
+    s.lanes.push_back(std::make_unique<Lane>());
   }
+  for (std::size_t i = 0; i < s.lanes.size(); ++i) s.start_thread(i / s.options.threads, i, false);
   s.started = true;
   s.control_thread = std::thread([state = state_] { state->control(); });
   if (s.options.timeout > 0) {

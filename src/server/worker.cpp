@@ -389,7 +389,8 @@ PyMethodDef kSendFileDef = {"__subinterp_sendfile__",
 }  // namespace
 
 Worker::Worker(const Options& options, std::size_t index, std::uint64_t max_requests)
-    : interp_(Interpreter::create()), index_(index), limit_(max_requests) {
+    : interp_(Interpreter::create()), index_(index), limit_(max_requests),
+      serial_(options.threads <= 1) {
   std::vector<Value> path;
   for (const auto& p : options.pythonpath) path.push_back(Value::from_str(p));
   interp_.set_main_attrs(Value::dict({
@@ -593,6 +594,10 @@ Response Worker::response_from(PyObject* result) {
 Response Worker::handle(const RequestParser& request, const Peer& peer, bool https,
                         std::atomic<std::int64_t>* since, const std::atomic<int>* stage) {
   Response out;
+  // A worker without --threads runs one request at a time, whichever thread
+  // (its own or a helper) brings it: wsgi.multithread is False there.
+  std::unique_lock serial(serial_mu_, std::defer_lock);
+  if (serial_) serial.lock();
   interp_.visit([&] {
     try {
       py::ref env = environ(request, peer, https);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -99,6 +100,8 @@ class Worker {
   std::atomic<std::uint64_t> handled_{0};
   std::atomic<int> threads_{0};
   std::atomic<bool> retiring_{false};
+  bool serial_;
+  std::mutex serial_mu_;
   // Objects of this worker's interpreter, used only with it attached.
   py::ref handler_;  // the glue that calls the application
   py::ref base_environ_;

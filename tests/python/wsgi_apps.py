@@ -268,6 +268,22 @@ def wrong_length(environ, start_response):
     return [body]
 
 
+_inflight = [0, 0]  # running now, most at once (per worker interpreter)
+
+
+def inflight(environ, start_response):
+    """How many requests this worker has run at once, at most."""
+    _inflight[0] += 1
+    _inflight[1] = max(_inflight[1], _inflight[0])
+    try:
+        time.sleep(float(_query(environ).get('s', 0.1)))
+    finally:
+        _inflight[0] -= 1
+    body = f"{_inflight[1]} {environ['wsgi.multithread']}".encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+
+
 def router(environ, start_response):
     path = environ['PATH_INFO']
     name = path.strip('/').split('/')[0] or 'hello'
@@ -284,5 +300,5 @@ ROUTES = {
     'twice': twice, 'exc_info': exc_info_replaces, 'bad_header': bad_header,
     'slow': slow, 'whoami': whoami, 'spin': spin, 'trickle': trickle, 'endless': endless,
     'sendfile': sendfile, 'big': big, 'late_error': late_error, 'late_exc_info': late_exc_info,
-    'wrong_length': wrong_length,
+    'wrong_length': wrong_length, 'inflight': inflight,
 }
