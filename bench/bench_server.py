@@ -14,10 +14,16 @@ last, with the issue's targets.
     $PY bench/bench_server.py --only hello --servers subinterp,gunicorn-sync
 
 gunicorn is Debian's, run with this python (the same interpreter build on
-both sides). uWSGI is Debian's; its python3 plugin embeds Debian's
-python3.11 (a PGO/LTO build, about 1.8x faster on pure-Python loops than
-the pyenv CPythons): its figures are for information, not a like-for-like
-comparison.
+both sides). uWSGI and Apache's mod_wsgi are Debian's; both embed Debian's
+python3.11 (a PGO/LTO build, about 1.3-1.8x faster on pure-Python code than
+the pyenv CPythons, which are built without --enable-optimizations), so on
+the CPU route they compare interpreter builds as much as servers. Debian's
+uWSGI 2.0.21 cannot build a plugin for 3.12/3.13 (its sources use thread
+state fields those versions removed).
+
+The peers come from `bash scripts/deps.sh --bench` (wrk, gunicorn, uwsgi,
+apache2 with mod_wsgi). mod_wsgi's daemon processes run as `nobody`: the
+bench folder must be readable by it.
 """
 
 import argparse
@@ -74,7 +80,47 @@ def servers(py, port, workers):
         out[f'uwsgi http11-socket {workers}p x 8t (py3.11)'] = (
             ['uwsgi', '--plugin', 'python3', '--http11-socket', f'127.0.0.1:{port}',
              '--processes', str(workers), '--threads', '8', *common], {})
+    modwsgi = '/usr/lib/apache2/modules/mod_wsgi.so'
+    if shutil.which('apache2') or os.path.exists('/usr/sbin/apache2'):
+        if os.path.exists(modwsgi):
+            for threads in (1, 4):
+                conf = _modwsgi_conf(port, workers, threads)
+                out[f'mod_wsgi {workers}p x {threads}t (py3.11)'] = (
+                    ['/usr/sbin/apache2', '-f', conf, '-DFOREGROUND'], {})
     return out
+
+
+def _modwsgi_conf(port, processes, threads):
+    """An Apache config of its own (in a temporary folder): mod_wsgi in
+    daemon mode, `processes` x `threads`, keep-alive on, no access log."""
+    import tempfile
+    root = tempfile.mkdtemp(prefix='bench-modwsgi-')
+    os.chmod(root, 0o755)
+    path = os.path.join(root, 'httpd.conf')
+    mods = '/usr/lib/apache2/modules'
+    with open(path, 'w') as f:
+        f.write(f"""ServerRoot {root}
+Listen 127.0.0.1:{port}
+PidFile {root}/httpd.pid
+ErrorLog {root}/error.log
+LogLevel warn
+ServerName localhost
+User nobody
+Group nogroup
+LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule wsgi_module {mods}/mod_wsgi.so
+KeepAlive On
+MaxKeepAliveRequests 0
+WSGIDaemonProcess bench processes={processes} threads={threads} python-path={HERE}:{DIST}
+WSGIProcessGroup bench
+WSGIApplicationGroup %{{GLOBAL}}
+WSGIScriptAlias / {HERE}/server_app.py
+<Directory {HERE}>
+  Require all granted
+</Directory>
+""")
+    return path
 
 
 def _subinterp_path():

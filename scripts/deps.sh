@@ -2,6 +2,10 @@
 # Installs the Debian packages that building and testing subinterp needs,
 # and only those that are missing: with everything present it asks no
 # network and takes well under a second.
+#
+#   bash scripts/deps.sh           build and test
+#   bash scripts/deps.sh --bench   also the peers bench/bench_server.py runs
+#                                  (wrk, gunicorn, uWSGI, Apache mod_wsgi)
 set -euo pipefail
 
 # One Debian package a line; add libboost-dev (Asio, Beast) and libcli11-dev
@@ -17,6 +21,9 @@ PACKAGES=(
   python3-flask
   python3-django
 )
+if [[ ${1:-} == --bench ]]; then
+  PACKAGES+=(wrk gunicorn uwsgi-core uwsgi-plugin-python3 apache2 libapache2-mod-wsgi-py3)
+fi
 
 missing=()
 for package in "${PACKAGES[@]}"; do
