@@ -97,6 +97,15 @@ bool Output::wait_writable() {
   }
 }
 
+// After a send that failed (errno): true to try again (interrupted, or the
+// socket is writable again), false once the client is gone or too slow.
+bool Output::again_after_error() {
+  if (errno == EINTR) return true;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return wait_writable();
+  fail(errno, std::strerror(errno));
+  return false;
+}
+
 // Sends the parts in order, in as few system calls as the socket allows.
 bool Output::send_all(std::initializer_list<std::string_view> parts) {
   if (failed()) return false;
@@ -116,12 +125,7 @@ bool Output::send_all(std::initializer_list<std::string_view> parts) {
     msg.msg_iovlen = static_cast<std::size_t>(count);
     ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (!wait_writable()) return false;
-        continue;
-      }
-      fail(errno, std::strerror(errno));
+      if (again_after_error()) continue;
       return false;
     }
     auto left = static_cast<std::size_t>(n);
@@ -217,14 +221,10 @@ bool Output::send_file(int file_fd, std::uint64_t offset, std::uint64_t count) {
   auto off = static_cast<off_t>(offset);
   std::uint64_t left = count;
   while (left > 0) {
-    ssize_t n = ::sendfile(fd_, file_fd, &off, static_cast<std::size_t>(std::min<std::uint64_t>(left, 1u << 30)));
+    ssize_t n = ::sendfile(fd_, file_fd, &off,
+                           static_cast<std::size_t>(std::min<std::uint64_t>(left, 1u << 30)));
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (!wait_writable()) return false;
-        continue;
-      }
-      fail(errno, std::strerror(errno));
+      if (again_after_error()) continue;
       return false;
     }
     if (n == 0) {

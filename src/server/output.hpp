@@ -63,6 +63,7 @@ class Output {
   std::uint64_t room(std::uint64_t want);
   bool send_all(std::initializer_list<std::string_view> parts);
   bool wait_writable();
+  bool again_after_error();
   void fail(int err, std::string why);
 
   int fd_;

@@ -511,26 +511,32 @@ class Session : public std::enable_shared_from_this<Session> {
       res->body() = std::move(r.body);
     }
     res->keep_alive(keep);
-    if (server_.options.access_log) {
-      detail::AccessRecord record;
-      record.remote_addr = peer.remote_addr;
-      record.method = req.method;
-      record.target = req.target;
-      record.version = req.version;
-      record.status = r.status;
-      record.body_bytes = res->body().size();
-      record.bodyless = bodyless;
-      record.request_headers = &req.fields;
-      record.response_headers = &r.headers;
-      record.duration = std::chrono::steady_clock::now() - started;
-      server_.access(server_.access_format.format(record));
-    }
+    log_access(peer, r.status, res->body().size(), bodyless, r.headers, started);
     stream_.expires_after(std::chrono::seconds(60));
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
                         if (ec || !keep) return self->close();
                         self->read_header();
                       });
+  }
+
+  void log_access(const detail::Peer& peer, int status, std::uint64_t body_bytes, bool bodyless,
+                  const std::vector<std::pair<std::string, std::string>>& response_headers,
+                  std::chrono::steady_clock::time_point started) {
+    if (!server_.options.access_log) return;
+    const detail::RequestParser& req = *parser_;
+    detail::AccessRecord record;
+    record.remote_addr = peer.remote_addr;
+    record.method = req.method;
+    record.target = req.target;
+    record.version = req.version;
+    record.status = status;
+    record.body_bytes = body_bytes;
+    record.bodyless = bodyless;
+    record.request_headers = &req.fields;
+    record.response_headers = &response_headers;
+    record.duration = std::chrono::steady_clock::now() - started;
+    server_.access(server_.access_format.format(record));
   }
 
   // A response that went out while the application ran: its end (the last
@@ -551,20 +557,8 @@ class Session : public std::enable_shared_from_this<Session> {
       server_.log("WARNING", "request " + req.target + ": the application sent more than its "
                              "Content-Length; the rest was not sent");
     }
-    if (server_.options.access_log) {
-      detail::AccessRecord record;
-      record.remote_addr = peer.remote_addr;
-      record.method = req.method;
-      record.target = req.target;
-      record.version = req.version;
-      record.status = output.status();
-      record.body_bytes = output.body_bytes();
-      record.bodyless = output.bodyless();
-      record.request_headers = &req.fields;
-      record.response_headers = &output.headers();
-      record.duration = std::chrono::steady_clock::now() - started;
-      server_.access(server_.access_format.format(record));
-    }
+    log_access(peer, output.status(), output.body_bytes(), output.bodyless(), output.headers(),
+               started);
     if (!ok || !output.keep_alive()) return close();
     read_header();
   }
