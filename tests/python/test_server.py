@@ -914,6 +914,37 @@ class CommandLine(unittest.TestCase):
         self.assertIn("No module named 'no_such_module'", proc.stderr)
         self.assertNotIn('Fatal Python error', proc.stderr)
 
+    def test_a_c_module_that_refuses_isolated_interpreters(self):
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'subinterp', 'serve', 'ctypes_app:application',
+             '-b', '127.0.0.1:0', '-w', '1', '--pythonpath', WEBAPPS],
+            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if sys.version_info < (3, 13):
+            # 3.12's _ctypes: a clear error, no crash, exit status 1.
+            out, err = self.finish(proc)
+            self.assertEqual(proc.returncode, 1, err)
+            self.assertIn('the application failed to load in a worker', err)
+            self.assertIn('module _ctypes does not support loading in subinterpreters', err)
+            self.assertNotIn('Fatal Python error', err)
+            return
+        port = None
+        deadline = time.monotonic() + TIMEOUT
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            match = re.search(r'Listening at: http://127\.0\.0\.1:(\d+)', line)
+            if match:
+                port = int(match.group(1))
+            elif not line:
+                break
+        self.assertIsNotNone(port, 'no "Listening at" line')
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
+        conn.request('GET', '/')
+        self.assertEqual(conn.getresponse().read(), b'4')
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        self.finish(proc)
+        self.assertEqual(proc.returncode, 0)
+
     def test_bad_bind_is_a_clear_error(self):
         proc = subprocess.run(
             [sys.executable, '-m', 'subinterp', 'serve', 'wsgi_apps:router',
