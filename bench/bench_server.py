@@ -313,6 +313,61 @@ def memory_per_worker(table_fn, py, counts=(1, 4)):
                   f'  {extra[0]:6.1f} / {extra[1]:6.1f} MiB')
 
 
+def recycling_cost(py, requests=10000, every=50):
+    """What --max-requests costs: the server's RSS growth per new worker
+    interpreter (-w 1, one keep-alive client), against the same workload
+    without recycling, and against the core alone making, importing the
+    app in and closing interpreters (CPython keeps memory per interpreter)."""
+    import http.client
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(_subinterp_path()))
+    print(f'\nrecycling: {requests} requests on /hello, -w 1, one keep-alive client')
+
+    def rss(pid):
+        with open(f'/proc/{pid}/status') as f:
+            return int(re.search(r'VmRSS:\s+(\d+)', f.read()).group(1)) / 1024
+
+    for extra in ([], ['--max-requests', str(every)]):
+        port = free_port()
+        proc = subprocess.Popen(
+            [py, '-m', 'subinterp', 'serve', 'server_app:application', '-b', f'127.0.0.1:{port}',
+             '-w', '1', '--log-level', 'warning', *extra],
+            cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if not wait_port(port, proc):
+                print('  the server did not start')
+                continue
+            conn = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+
+            def load(n):
+                for _ in range(n):
+                    conn.request('GET', '/hello')
+                    conn.getresponse().read()
+            load(10 * every)  # past the first recycles
+            before = rss(proc.pid)
+            load(requests)
+            after = rss(proc.pid)
+            conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        made = requests // every if extra else 0
+        label = ' '.join(extra) or 'no recycling'
+        per = f': {(after - before) * 1024 / made:.0f} KiB per new interpreter' if made else ''
+        print(f'  {label:20} RSS {before:6.1f} -> {after:6.1f} MiB ({made} new interpreters){per}')
+    code = ('import re, sys; sys.path.insert(0, %r); import subinterp\n'
+            'def rss(): return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))\n'
+            'src = "import sys, io, importlib, stat, traceback; sys.path.insert(0, %r); import server_app"\n'
+            'def cycle():\n i = subinterp.create(); i.exec(src); i.close()\n'
+            'for _ in range(10): cycle()\n'
+            'b = rss()\n'
+            'for _ in range(100): cycle()\n'
+            'print((rss() - b) / 100)' % (HERE, HERE))
+    out = subprocess.run([py, '-c', code], env=env, capture_output=True, text=True)
+    if out.returncode == 0:
+        print(f'  the core alone (create, import the app, close; 100 times): '
+              f'{float(out.stdout):.0f} KiB per interpreter')
+
+
 def interpreter_speed(py):
     """The CPU route's work alone, outside any server, on this python and on
     the python3.11 that uWSGI and mod_wsgi embed: how much of a gap on /cpu
@@ -347,6 +402,8 @@ def main():
     p.add_argument('--quick', action='store_true', help='1 round of 2 s')
     p.add_argument('--memory', action='store_true',
                    help='only the memory per extra worker (1 and 4 workers)')
+    p.add_argument('--recycling', action='store_true',
+                   help='only what --max-requests costs in memory per new interpreter')
     args = p.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2, 1
@@ -355,6 +412,9 @@ def main():
     py = sys.executable
     if args.memory:
         memory_per_worker(servers, py)
+        return
+    if args.recycling:
+        recycling_cost(py)
         return
     endpoints = [e for e in ENDPOINTS if not args.only or e in args.only.split(',')]
     port = free_port()
