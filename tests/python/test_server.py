@@ -275,7 +275,7 @@ class Streaming(ServerTestBase):
         with socket.create_connection(('127.0.0.1', self.served.port)) as s:
             s.sendall(b'GET /endless HTTP/1.1\r\nHost: x\r\n\r\n')
             self.assertIn(b'200 OK', self.read_until(s, b'xxxx', TIMEOUT))
-            # The app would send 64 GiB: leave after a little.
+            # The app would send 64 TiB: leave after a little.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
