@@ -233,6 +233,94 @@ class Responses(ServerTestBase):
         self.assertEqual((status, body), (503, b'replaced'))
 
 
+class Binds(unittest.TestCase):
+
+    def test_ipv4_ipv6_and_unix_sockets_at_once(self):
+        tmp = tempfile.mkdtemp()
+        path = os.path.join(tmp, 'app.sock')
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(('::1', 0))
+            binds = ['127.0.0.1:0', '[::1]:0', f'unix:{path}']
+        except OSError:
+            binds = ['127.0.0.1:0', f'unix:{path}']  # no IPv6 loopback here
+        served = Served(bind=binds)
+        try:
+            self.assertEqual(len(served.urls), len(binds))
+            self.assertIn(f'unix:{path}', served.urls)
+            for url in served.urls:
+                with self.subTest(url=url):
+                    if url.startswith('unix:'):
+                        s = socket.socket(socket.AF_UNIX)
+                        s.connect(path)
+                    else:
+                        host, port = url[len('http://'):].rsplit(':', 1)
+                        s = socket.create_connection((host.strip('[]'), int(port)))
+                    with s:
+                        s.sendall(b'GET /echo HTTP/1.0\r\nHost: x\r\n\r\n')
+                        data = b''
+                        while True:
+                            piece = s.recv(65536)
+                            if not piece:
+                                break
+                            data += piece
+                    head, _, body = data.partition(b'\r\n\r\n')
+                    self.assertTrue(head.startswith(b'HTTP/1.0 200'), head)
+                    env = json.loads(body)
+                    if url.startswith('unix:'):
+                        self.assertEqual(env['SERVER_NAME'], 'localhost')
+                        self.assertEqual(env['REMOTE_ADDR'], '')
+                    elif '[' in url:
+                        self.assertEqual(env['REMOTE_ADDR'], '::1')
+                        self.assertEqual(env['SERVER_PORT'], url.rsplit(':', 1)[1])
+                    else:
+                        self.assertEqual(env['REMOTE_ADDR'], '127.0.0.1')
+                        self.assertEqual(env['SERVER_PORT'], url.rsplit(':', 1)[1])
+        finally:
+            served.stop()
+        # The socket file goes with the server.
+        self.assertFalse(os.path.exists(path))
+        os.rmdir(tmp)
+
+
+class ProxyHeaders(unittest.TestCase):
+
+    def test_forwarded_headers_only_from_allowed_addresses(self):
+        headers = {'X-Forwarded-For': '203.0.113.7, 10.0.0.1', 'X-Forwarded-Proto': 'https'}
+        for allow, honoured in [('127.0.0.1,::1', True), ('*', True), ('10.9.8.7', False)]:
+            with self.subTest(forwarded_allow_ips=allow):
+                served = Served(forwarded_allow_ips=allow)
+                try:
+                    conn = served.connection()
+                    conn.request('GET', '/echo', headers=headers)
+                    env = json.loads(conn.getresponse().read())
+                    conn.close()
+                finally:
+                    served.stop()
+                if honoured:
+                    self.assertEqual(env['REMOTE_ADDR'], '203.0.113.7')
+                    self.assertEqual(env['wsgi.url_scheme'], 'https')
+                else:
+                    self.assertEqual(env['REMOTE_ADDR'], '127.0.0.1')
+                    self.assertEqual(env['wsgi.url_scheme'], 'http')
+
+
+class KeepAliveTimeout(ServerTestBase):
+    options = {'keep_alive': 0.5}
+
+    def test_idle_connections_are_closed_after_keep_alive(self):
+        with socket.create_connection(('127.0.0.1', self.served.port), timeout=TIMEOUT) as s:
+            s.sendall(b'GET /hello HTTP/1.1\r\nHost: x\r\n\r\n')
+            data = b''
+            while not data.endswith(b'Hello, world!\n'):
+                data += s.recv(65536)
+            start = time.monotonic()
+            self.assertEqual(s.recv(65536), b'')  # closed by the server
+            elapsed = time.monotonic() - start
+        self.assertGreater(elapsed, 0.3)
+        self.assertLess(elapsed, 3)
+
+
 class Streaming(ServerTestBase):
     """Bodies that go out while the application runs."""
 
@@ -913,6 +1001,38 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(proc.returncode, 1)
         self.assertIn("No module named 'no_such_module'", proc.stderr)
         self.assertNotIn('Fatal Python error', proc.stderr)
+
+    def test_chdir_puts_the_folder_first(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, 'here_app.py'), 'w') as f:
+                f.write('import os\n'
+                        'def application(environ, start_response):\n'
+                        '    body = os.getcwd().encode()\n'
+                        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+                        '    return [body]\n')
+            proc = subprocess.Popen(
+                [sys.executable, '-m', 'subinterp', 'serve', 'here_app:application',
+                 '-b', '127.0.0.1:0', '-w', '1', '--chdir', tmp],
+                cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            port = None
+            deadline = time.monotonic() + TIMEOUT
+            while port is None and time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                match = re.search(r'Listening at: http://127\.0\.0\.1:(\d+)', line)
+                if match:
+                    port = int(match.group(1))
+                elif not line:
+                    break
+            try:
+                self.assertIsNotNone(port, 'no "Listening at" line')
+                conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
+                conn.request('GET', '/')
+                self.assertEqual(conn.getresponse().read().decode(), os.path.realpath(tmp))
+                conn.close()
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                self.finish(proc)
+            self.assertEqual(proc.returncode, 0)
 
     def test_a_c_module_that_refuses_isolated_interpreters(self):
         proc = subprocess.Popen(
