@@ -305,6 +305,34 @@ class ProxyHeaders(unittest.TestCase):
                     self.assertEqual(env['wsgi.url_scheme'], 'http')
 
 
+class LogLevels(unittest.TestCase):
+
+    def test_lines_below_the_level_are_left_out(self):
+        logs = {}
+        for level in ('debug', 'error'):
+            served = Served(log_level=level)
+            try:
+                self.assertEqual(served.raw(b'NOT A REQUEST\r\n\r\n')[:12], b'HTTP/1.1 400')
+                conn = served.connection()
+                conn.request('GET', '/raises')
+                self.assertEqual(conn.getresponse().status, 500)
+                conn.close()
+                served.server.reload()
+                deadline = time.monotonic() + TIMEOUT
+                while ('new interpreter' not in served.log() and level == 'debug'
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
+            finally:
+                served.stop()
+            logs[level] = served.tmp_log
+        self.assertIn('[DEBUG] refused a request', logs['debug'])
+        self.assertIn('[INFO] worker 0: new interpreter (reload)', logs['debug'])
+        self.assertIn('[ERROR] Error handling request /raises', logs['debug'])
+        self.assertIn('[ERROR] Error handling request /raises', logs['error'])
+        self.assertNotIn('[DEBUG]', logs['error'])
+        self.assertNotIn('[INFO]', logs['error'])
+
+
 class KeepAliveTimeout(ServerTestBase):
     options = {'keep_alive': 0.5}
 
