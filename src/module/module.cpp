@@ -283,6 +283,40 @@ PyObject* m_exec(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
   });
 }
 
+// raise_in(id, thread_ident, name): raises the built-in exception `name`
+// (TimeoutError, SystemExit, KeyboardInterrupt or MemoryError) in the thread
+// `thread_ident` the next time it runs Python code in interpreter `id`.
+// Blocks until that interpreter's GIL is free: code holding it in C delays
+// this call as long. Returns whether such a thread was found there.
+PyObject* m_raise_in(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  if (!check_nargs("raise_in", nargs, 3, 3)) return nullptr;
+  return entry(module, [&] {
+    si::Interpreter interp = si::Interpreter::get(id_arg(args[0]));
+    unsigned long ident = PyLong_AsUnsignedLong(args[1]);
+    if (ident == static_cast<unsigned long>(-1) && PyErr_Occurred()) py::throw_python_error();
+    static const std::pair<const char*, PyObject**> kTypes[] = {
+        {"TimeoutError", &PyExc_TimeoutError},
+        {"SystemExit", &PyExc_SystemExit},
+        {"KeyboardInterrupt", &PyExc_KeyboardInterrupt},
+        {"MemoryError", &PyExc_MemoryError},
+    };
+    PyObject* type = nullptr;  // a static built-in type: the same in every interpreter
+    for (const auto& [name, exc] : kTypes) {
+      if (PyUnicode_Check(args[2]) && PyUnicode_CompareWithASCIIString(args[2], name) == 0) {
+        type = *exc;
+      }
+    }
+    if (type == nullptr) {
+      PyErr_SetString(PyExc_ValueError,
+                      "raise_in() raises TimeoutError, SystemExit, KeyboardInterrupt or MemoryError");
+      py::throw_python_error();
+    }
+    int found = 0;
+    interp.visit([&] { found = PyThreadState_SetAsyncExc(ident, type); });
+    return PyBool_FromLong(found > 0);
+  });
+}
+
 PyObject* m_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
   if (!check_nargs("call", nargs, 2, 4)) return nullptr;
   return entry(module, [&] {
@@ -455,6 +489,8 @@ PyMethodDef methods[] = {
     {"get_main", m_get_main, METH_NOARGS, "get_main() -> (id, whence)"},
     {"whence", m_whence, METH_O, "whence(id) -> int"},
     {"is_running", m_is_running, METH_O, "is_running(id) -> bool"},
+    {"raise_in", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_raise_in)),
+     METH_FASTCALL, "raise_in(id, thread_ident, name) -> bool"},
     {"exec", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_exec)), METH_FASTCALL,
      "exec(id, code)"},
     {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_call)), METH_FASTCALL,

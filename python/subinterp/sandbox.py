@@ -1,0 +1,513 @@
+"""Run user-provided scripts, each in a fresh isolated interpreter.
+
+    from subinterp import sandbox
+    r = sandbox.run('print("hi"); 6 * 7', timeout=2.0)
+    r.status, r.value, r.stdout       # ('ok', 42, 'hi\\n')
+
+    with sandbox.Sandbox(workers=4) as sb:
+        results = list(sb.map(sources, timeout=1.0))
+
+Isolation 'interpreter' (the only one so far) gives every script a new
+isolated sub-interpreter that is never used again: what one script does to
+its modules, builtins or globals cannot reach the next. Interpreters are
+made ahead of time on a background thread and closed after the script, off
+the caller's path. It is for code that is buggy rather than hostile: a
+script with ctypes or a C extension bug reaches the whole process (see
+docs/sandbox.md).
+
+A script's value is that of its last statement when that is an expression,
+or else of the variable `result` it sets. Inputs become its globals. Values
+travel as for Interpreter.call: the same kinds, by value.
+"""
+
+import dataclasses
+import os
+import queue
+import sys
+import threading
+import time
+from concurrent.futures import Future
+
+from . import NotShareableError, _subinterp, create
+
+__all__ = ['run', 'Sandbox', 'Result', 'ScriptError', 'STATUSES']
+
+STATUSES = ('ok', 'error', 'timeout', 'memory', 'output_limit', 'killed')
+
+
+@dataclasses.dataclass
+class ScriptError:
+    """What a script raised: its type's name, its message and its traceback
+    (text, as the script's interpreter formatted them)."""
+    type: str
+    message: str
+    traceback: str
+
+
+@dataclasses.dataclass
+class Result:
+    status: str                    # one of STATUSES
+    value: object = None           # the script's value ('ok' only)
+    stdout: str = ''
+    stderr: str = ''
+    error: ScriptError | None = None
+    elapsed: float = 0.0           # seconds, from the script's start
+    # The script did not stop when told to (stuck in C code, or catching
+    # every exception): its thread and interpreter were left behind.
+    stuck: bool = False
+
+    @property
+    def ok(self):
+        return self.status == 'ok'
+
+    def to_json(self):
+        """A dict for json.dumps (the value as repr when JSON cannot hold it)."""
+        value = self.value
+        try:
+            import json
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        return {'status': self.status, 'value': value, 'stdout': self.stdout,
+                'stderr': self.stderr,
+                'error': dataclasses.asdict(self.error) if self.error else None,
+                'elapsed': round(self.elapsed, 6), 'stuck': self.stuck}
+
+
+# Set up in each fresh interpreter before its script: output capture with
+# one limit for stdout and stderr together, and the runner. Names start
+# with __sandbox_ and live in __main__, where the script cannot reach them
+# (the script runs in a namespace of its own).
+_PRELUDE = r'''
+import _ast, builtins, io, sys  # _ast's ~100 node types cost ~2 ms: made ahead
+
+
+class __sandbox_OutputLimit__(BaseException):
+    """Raised in the script when its output passes the limit."""
+
+
+class __sandbox_Capped__(io.TextIOBase):
+    def __init__(self, name, box):
+        self.name, self.box, self.parts = name, box, []
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f'write() argument must be str, not {type(text).__name__}')
+        left = self.box['left']
+        if len(text) > left:
+            self.parts.append(text[:left])
+            self.box['left'] = 0
+            self.box['over'] = True
+            raise __sandbox_OutputLimit__(f"output passed {self.box['limit']} characters")
+        self.parts.append(text)
+        self.box['left'] = left - len(text)
+        return len(text)
+
+    def text(self):
+        return ''.join(self.parts)
+
+
+def __sandbox_safe_str__(exc):
+    try:
+        return str(exc)
+    except BaseException as e:  # a __str__ that raises
+        return f'<str() of the exception failed: {type(e).__name__}>'
+
+
+def __sandbox_run__(source, inputs, limit):
+    box = {'left': limit, 'over': False, 'limit': limit}
+    out, err = __sandbox_Capped__('<stdout>', box), __sandbox_Capped__('<stderr>', box)
+    ns = {'__name__': '__main__', '__builtins__': builtins}
+    ns.update(inputs)
+    sys.stdout, sys.stderr = out, err
+    outcome = {'status': 'ok', 'error': None, 'value': None}
+    try:
+        tree = compile(source, '<script>', 'exec', _ast.PyCF_ONLY_AST)
+        last = None
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body.pop().value)
+        exec(compile(tree, '<script>', 'exec'), ns)
+        if last is not None:
+            outcome['value'] = eval(compile(last, '<script>', 'eval'), ns)
+        else:
+            outcome['value'] = ns.get('result')
+    except __sandbox_OutputLimit__:
+        outcome['status'] = 'output_limit'
+    except BaseException as e:
+        try:
+            import traceback  # only when a script fails: ~10 ms in a fresh interpreter
+            # From the script's first frame on (this function's is not the
+            # script's business).
+            tb = ''.join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+        except BaseException:
+            tb = ''
+        outcome['status'] = 'error'
+        outcome['error'] = (type(e).__name__, __sandbox_safe_str__(e), tb)
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    outcome['stdout'], outcome['stderr'] = out.text(), err.text()
+    if box['over']:
+        outcome['status'] = 'output_limit'
+    if outcome['status'] != 'ok':
+        outcome['value'] = None
+    return outcome
+'''
+
+class _Spares:
+    """Fresh interpreters, made ahead on a thread of their own."""
+
+    def __init__(self, count):
+        self._ready = queue.Queue(maxsize=max(1, count))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name='subinterp-sandbox-spares',
+                                        daemon=True)
+        self._thread.start()
+
+    def _fill(self):
+        while not self._stop.is_set():
+            try:
+                interp = create()
+                interp.exec(_PRELUDE_CODE)  # off the latency path too
+            except Exception:
+                time.sleep(0.1)
+                continue
+            while not self._stop.is_set():
+                try:
+                    self._ready.put(interp, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            else:
+                interp.close()
+
+    def take(self):
+        try:
+            return self._ready.get_nowait()
+        except queue.Empty:
+            interp = create()  # none ready: make one now
+            interp.exec(_PRELUDE_CODE)
+            return interp
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        while True:
+            try:
+                self._ready.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+class _Closer:
+    """Closes used interpreters off the caller's path."""
+
+    def __init__(self):
+        self._todo = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name='subinterp-sandbox-closer',
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while True:
+            interp = self._todo.get()
+            if interp is None:
+                return
+            try:
+                interp.close()
+            except Exception as e:
+                print(f'subinterp.sandbox: closing an interpreter: {e}', file=sys.__stderr__)
+
+    def close_later(self, interp):
+        self._todo.put(interp)
+
+    def stop(self):
+        self._todo.put(None)
+        self._thread.join()
+
+
+# Runs in the fresh interpreter, after prepare_main() gave it the names.
+_RUN = '''
+__sandbox_outcome__ = __sandbox_run__(__sandbox_source__, __sandbox_inputs__, __sandbox_limit__)
+del __sandbox_source__, __sandbox_inputs__
+'''
+
+_PRELUDE_CODE = compile(_PRELUDE, '<sandbox prelude>', 'exec')
+_RUN_CODE = compile(_RUN, '<sandbox run>', 'exec')
+_MAIN_MODULE = sys.modules['__main__']  # travels by name: "__main__" there
+
+
+class _Job:
+    __slots__ = ('future', 'interp', 'ident', 'thread', 'start', 'deadline', 'done',
+                 'timed_out', 'abandoned', 'timeout')
+
+    def __init__(self, future, timeout):
+        self.future = future
+        self.timeout = timeout
+        self.interp = self.ident = self.thread = None
+        self.start = self.deadline = 0.0
+        self.done = self.timed_out = self.abandoned = False
+
+
+class _Watchdog:
+    """One thread for all of a sandbox's time limits: at a script's limit,
+    TimeoutError is raised in it, again every 50 ms (it may catch it); after
+    the grace period its caller gets a 'timeout' result and the stuck worker
+    thread is replaced."""
+
+    def __init__(self, sandbox):
+        import heapq
+        self._heapq = heapq
+        self._sandbox = sandbox
+        self._heap = []
+        self._count = 0
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name='subinterp-sandbox-watchdog',
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, when, job):
+        with self._cv:
+            self._count += 1
+            self._heapq.heappush(self._heap, (when, self._count, job))
+            if self._heap[0][2] is job:
+                self._cv.notify()
+
+    def stop(self):
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _loop(self):
+        while True:
+            with self._cv:
+                while not self._stopped:
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    self._cv.wait(self._heap[0][0] - now if self._heap else None)
+                if self._stopped:
+                    return
+                _, _, job = self._heapq.heappop(self._heap)
+            if not job.done:
+                self._sandbox._on_time(job)
+
+
+class Sandbox:
+    """Runs scripts on `workers` threads, each script in a fresh isolated
+    interpreter (made ahead: `spares` of them wait ready). `grace` is how
+    long a script past its time limit gets to stop before its caller is
+    answered without it."""
+
+    def __init__(self, workers=None, *, isolation='interpreter', spares=None, grace=1.0):
+        if isolation != 'interpreter':
+            raise ValueError(f"isolation {isolation!r}: only 'interpreter' is available so far")
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f'workers must be a positive int, not {workers!r}')
+        if not grace >= 0:
+            raise ValueError(f'grace must not be negative, not {grace!r}')
+        self.workers = workers
+        self.grace = grace
+        self._spares = _Spares(spares if spares is not None else workers + 1)
+        self._closer = _Closer()
+        self._watchdog = _Watchdog(self)
+        self._jobs = queue.Queue()
+        self._threads = set()
+        self._lock = threading.Lock()
+        self._answer = threading.Lock()
+        self._closed = False
+        for _ in range(workers):
+            self._start_thread()
+
+    def _start_thread(self):
+        t = threading.Thread(target=self._work, name='subinterp-sandbox-worker', daemon=True)
+        with self._lock:
+            self._threads.add(t)
+        t.start()
+
+    def _work(self):
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, args = item
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = self._run_here(job, *args)
+            except BaseException as e:
+                result = e
+            with self._answer:  # the watchdog may have answered (stuck)
+                if not job.future.done():
+                    if isinstance(result, BaseException):
+                        job.future.set_exception(result)
+                    else:
+                        job.future.set_result(result)
+            if job.abandoned:
+                return  # a new thread took this one's place
+
+    def _run_here(self, job, source, inputs, timeout, output_limit):
+        interp = self._spares.take()
+        job.interp, job.ident = interp, threading.get_ident()
+        job.thread = threading.current_thread()
+        job.start = time.monotonic()
+        if timeout is not None:
+            job.deadline = job.start + timeout
+            self._watchdog.add(job.deadline, job)
+        try:
+            interp.prepare_main({'__sandbox_limit__': output_limit,
+                                 '__sandbox_source__': source,
+                                 '__sandbox_inputs__': inputs or {}})
+            interp.exec(_RUN_CODE)
+            unshareable = None
+            try:
+                outcome = interp.call(getattr, _MAIN_MODULE, '__sandbox_outcome__')
+            except NotShareableError as e:
+                # The value cannot travel: the rest can.
+                unshareable = e
+                interp.exec('__sandbox_outcome__["value"] = None')
+                outcome = interp.call(getattr, _MAIN_MODULE, '__sandbox_outcome__')
+        except BaseException as e:
+            job.done = True
+            result = Result('error', elapsed=time.monotonic() - job.start, error=_error_of(e))
+        else:
+            job.done = True
+            result = Result(outcome['status'], value=outcome['value'], stdout=outcome['stdout'],
+                            stderr=outcome['stderr'], elapsed=time.monotonic() - job.start)
+            if outcome['error']:
+                result.error = ScriptError(*outcome['error'])
+            if unshareable is not None and result.status == 'ok':
+                result.status = 'error'
+                result.error = ScriptError(
+                    type(unshareable).__name__,
+                    f"the script's value cannot leave its interpreter: {unshareable}", '')
+        if job.timed_out:
+            result.status = 'timeout'
+            result.value = None
+            tb = result.error.traceback if result.error else ''
+            result.error = ScriptError('TimeoutError',
+                                       f'the script ran past its time limit ({timeout} s)', tb)
+        result.stuck = job.abandoned
+        self._closer.close_later(interp)
+        return result
+
+    def _on_time(self, job):
+        """The watchdog's call at a script's limit, then every 50 ms."""
+        now = time.monotonic()
+        if not job.timed_out:
+            job.timed_out = True
+        if now < job.deadline + self.grace:
+            # From a thread of its own: it waits for the interpreter's GIL,
+            # which code stuck in C may hold for good.
+            threading.Thread(target=_raise_quietly, args=(job.interp.id, job.ident),
+                             daemon=True).start()
+            self._watchdog.add(now + 0.05, job)
+            return
+        job.abandoned = True
+        with self._answer:
+            if job.future.done():
+                return
+            job.future.set_result(Result(
+                'timeout', elapsed=now - job.start, stuck=True,
+                error=ScriptError('TimeoutError',
+                                  f'the script ran past its time limit ({job.timeout} s) and '
+                                  f'did not stop (stuck in C code, or catching the exception); '
+                                  f'its thread and interpreter were left behind', '')))
+        with self._lock:
+            self._threads.discard(job.thread)  # close() does not wait for it
+        self._start_thread()  # the pool keeps its size
+
+    # -- the public face ----------------------------------------------------
+
+    def submit(self, source, *, inputs=None, timeout=5.0, output_limit=1 << 20):
+        """Runs `source` on a worker; a Future of its Result."""
+        if not isinstance(source, str):
+            raise TypeError(f'source must be str, not {type(source).__name__}')
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f'timeout must be positive (or None), not {timeout!r}')
+        if (not isinstance(output_limit, int) or isinstance(output_limit, bool)
+                or output_limit < 0):
+            raise ValueError(f'output_limit must be a non-negative int, not {output_limit!r}')
+        if inputs is not None and not isinstance(inputs, dict):
+            raise TypeError(f'inputs must be a dict, not {type(inputs).__name__}')
+        with self._lock:
+            if self._closed:
+                raise RuntimeError('the sandbox is closed')
+        future = Future()
+        self._jobs.put((_Job(future, timeout), (source, inputs, timeout, output_limit)))
+        return future
+
+    def run(self, source, **options):
+        """Runs one script; its Result."""
+        return self.submit(source, **options).result()
+
+    def map(self, sources, **options):
+        """Results of the scripts, in order (they run in parallel)."""
+        futures = [self.submit(s, **options) for s in sources]
+        for f in futures:
+            yield f.result()
+
+    def close(self):
+        """Waits for the scripts that run, then ends the spares (threads
+        left behind by stuck scripts are not waited for)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._jobs.put(None)
+        for t in threads:
+            t.join()
+        self._watchdog.stop()
+        self._spares.stop()
+        self._closer.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _raise_quietly(interp_id, ident):
+    try:
+        _subinterp.raise_in(interp_id, ident, 'TimeoutError')
+    except Exception:
+        pass  # the script ended meanwhile, and its interpreter with it
+
+
+def _error_of(e):
+    import traceback
+    return ScriptError(type(e).__name__, str(e), ''.join(traceback.format_exception(e)))
+
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def _close_default():
+    global _default
+    with _default_lock:
+        sandbox, _default = _default, None
+    if sandbox is not None:
+        sandbox.close()
+
+
+def run(source, *, inputs=None, timeout=5.0, output_limit=1 << 20, isolation='interpreter'):
+    """Runs one script in a fresh interpreter; its Result."""
+    global _default
+    if isolation != 'interpreter':
+        raise ValueError(f"isolation {isolation!r}: only 'interpreter' is available so far")
+    with _default_lock:
+        if _default is None:
+            import atexit
+            _default = Sandbox(workers=os.cpu_count() or 1)
+            atexit.register(_close_default)
+    return _default.run(source, inputs=inputs, timeout=timeout, output_limit=output_limit)

@@ -1,0 +1,201 @@
+"""subinterp.sandbox with interpreter isolation: every script in a fresh
+isolated interpreter, with a time limit and an output limit, and nothing
+left for the next script."""
+
+import json
+import threading
+import time
+import unittest
+
+from subinterp import sandbox
+
+
+class SandboxTestBase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sb = sandbox.Sandbox(workers=2, grace=0.5)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sb.close()
+
+    def run_script(self, source, **options):
+        return self.sb.run(source, **options)
+
+
+class Results(SandboxTestBase):
+
+    def test_value_of_the_last_expression_and_output(self):
+        r = self.run_script('print("hi")\nimport sys\nprint("err", file=sys.stderr)\n6 * 7')
+        self.assertEqual((r.status, r.value, r.stdout, r.stderr), ('ok', 42, 'hi\n', 'err\n'))
+        self.assertIsNone(r.error)
+        self.assertFalse(r.stuck)
+        self.assertGreater(r.elapsed, 0)
+
+    def test_result_variable_and_inputs(self):
+        r = self.run_script('result = {"sum": a + sum(b)}\nx = 1', inputs={'a': 1, 'b': [2, 3]})
+        self.assertEqual((r.status, r.value), ('ok', {'sum': 6}))
+        r = self.run_script('x = 1')
+        self.assertEqual((r.status, r.value), ('ok', None))
+
+    def test_errors_have_type_message_and_traceback(self):
+        r = self.run_script('def f():\n    raise KeyError("nope")\nf()')
+        self.assertEqual(r.status, 'error')
+        self.assertEqual((r.error.type, r.error.message), ('KeyError', "'nope'"))
+        self.assertIn('File "<script>", line 2, in f', r.error.traceback)
+        self.assertNotIn('sandbox prelude', r.error.traceback)
+        r = self.run_script('1 +')
+        self.assertEqual((r.status, r.error.type), ('error', 'SyntaxError'))
+
+    def test_an_exception_whose_str_raises(self):
+        r = self.run_script('class E(Exception):\n'
+                            '    def __str__(self):\n'
+                            '        raise RuntimeError("no str")\n'
+                            'raise E()')
+        self.assertEqual((r.status, r.error.type), ('error', 'E'))
+        self.assertIn('str() of the exception failed', r.error.message)
+
+    def test_a_value_that_cannot_leave_its_interpreter(self):
+        r = self.run_script('import threading\nthreading.Lock()')
+        self.assertEqual(r.status, 'error')
+        self.assertIn("cannot leave its interpreter", r.error.message)
+
+    def test_exits_are_errors(self):
+        for source, kind in [('raise SystemExit(3)', 'SystemExit'),
+                             ('raise KeyboardInterrupt', 'KeyboardInterrupt')]:
+            with self.subTest(source=source):
+                r = self.run_script(source)
+                self.assertEqual((r.status, r.error.type), ('error', kind))
+        self.assertEqual(self.run_script('1').value, 1)  # the sandbox serves on
+
+    def test_to_json(self):
+        r = self.run_script('print("a"); {1, 2}')
+        d = json.loads(json.dumps(r.to_json()))
+        self.assertEqual((d['status'], d['stdout'], d['value']), ('ok', 'a\n', '{1, 2}'))
+        for key in ('status', 'stdout', 'stderr', 'error', 'elapsed'):
+            self.assertIn(key, d)
+
+    def test_bad_arguments(self):
+        with self.assertRaises(TypeError):
+            self.sb.run(b'1')
+        with self.assertRaises(ValueError):
+            self.sb.run('1', timeout=0)
+        with self.assertRaises(ValueError):
+            self.sb.run('1', output_limit=-1)
+        with self.assertRaises(TypeError):
+            self.sb.run('1', inputs=[1])
+        with self.assertRaises(ValueError):
+            sandbox.Sandbox(workers=0)
+        with self.assertRaises(ValueError):
+            sandbox.Sandbox(isolation='chroot')
+
+
+class Isolation(SandboxTestBase):
+
+    def test_nothing_reaches_the_next_script(self):
+        for tamper in ['import builtins; builtins.len = None; builtins.print = None',
+                       'import sys; sys.modules["json"] = None; sys.path[:] = []',
+                       'import os; os.environ["SANDBOX_LEAK"] = "1"\n'
+                       'import sys; sys.stdout = None',
+                       'global leaked\nleaked = 1']:
+            with self.subTest(tamper=tamper):
+                self.assertIn(self.run_script(tamper).status, ('ok', 'error'))
+                r = self.run_script('import json, sys\n'
+                                    'print(len([1]))\n'
+                                    '"leaked" in globals(), json.dumps(1), bool(sys.path)')
+                self.assertEqual((r.status, r.value, r.stdout), ('ok', (False, '1', True), '1\n'),
+                                 r.error)
+
+    def test_each_script_has_a_new_interpreter(self):
+        ids = {self.run_script('import subinterp\nsubinterp.get_current().id').value
+               for _ in range(5)}
+        self.assertEqual(len(ids), 5)
+
+
+class Limits(SandboxTestBase):
+
+    def test_python_loop_past_the_time_limit(self):
+        start = time.monotonic()
+        r = self.run_script('while True:\n    pass', timeout=0.5)
+        elapsed = time.monotonic() - start
+        self.assertEqual((r.status, r.error.type, r.stuck), ('timeout', 'TimeoutError', False))
+        self.assertIn('time limit (0.5 s)', r.error.message)
+        self.assertLess(elapsed, 2)
+
+    def test_a_script_that_catches_the_timeout_is_left_behind(self):
+        start = time.monotonic()
+        r = self.run_script('while True:\n'
+                            '    try:\n'
+                            '        while True:\n'
+                            '            pass\n'
+                            '    except BaseException:\n'
+                            '        pass', timeout=0.3)
+        elapsed = time.monotonic() - start
+        self.assertEqual((r.status, r.stuck), ('timeout', True))
+        self.assertIn('did not stop', r.error.message)
+        self.assertLess(elapsed, 0.3 + 0.5 + 1.0)  # timeout + grace, and no more
+        # The sandbox keeps its workers.
+        self.assertEqual([x.value for x in self.sb.map(['1', '2', '3'])], [1, 2, 3])
+
+    def test_a_script_stuck_in_c_code_does_not_block_its_caller(self):
+        # sum() over a range runs in C with the GIL held: TimeoutError
+        # cannot land until it returns (a few seconds here).
+        start = time.monotonic()
+        r = self.run_script('sum(range(6 * 10**7))', timeout=0.2)
+        elapsed = time.monotonic() - start
+        self.assertEqual(r.status, 'timeout')
+        if r.stuck:
+            self.assertLess(elapsed, 0.2 + 0.5 + 1.0)
+        self.assertEqual(self.run_script('"still here"').value, 'still here')
+
+    def test_output_limit(self):
+        r = self.run_script('while True:\n    print("x" * 999)', output_limit=10_000)
+        self.assertEqual(r.status, 'output_limit')
+        self.assertEqual(len(r.stdout), 10_000)
+        r = self.run_script('import sys\nprint("a" * 60)\nsys.stderr.write("b" * 60)',
+                            output_limit=100)
+        self.assertEqual(r.status, 'output_limit')
+        self.assertEqual(len(r.stdout) + len(r.stderr), 100)
+        # An output limit caught by the script still counts.
+        r = self.run_script('try:\n    print("y" * 200)\nexcept BaseException:\n    pass\n1',
+                            output_limit=50)
+        self.assertEqual(r.status, 'output_limit')
+
+
+class Pool(unittest.TestCase):
+
+    def test_map_keeps_order_and_runs_in_parallel(self):
+        with sandbox.Sandbox(workers=2) as sb:
+            results = list(sb.map([f'{i} * 2' for i in range(20)], timeout=5))
+        self.assertEqual([r.value for r in results], [i * 2 for i in range(20)])
+
+    def test_submit_gives_futures(self):
+        with sandbox.Sandbox(workers=2) as sb:
+            futures = [sb.submit('import time; time.sleep(0.2); 1') for _ in range(4)]
+            start = time.monotonic()
+            self.assertEqual([f.result(10).value for f in futures], [1, 1, 1, 1])
+        with self.assertRaises(RuntimeError):
+            sb.submit('1')
+
+    def test_run_function(self):
+        r = sandbox.run('2 ** 10')
+        self.assertEqual((r.status, r.value), ('ok', 1024))
+        with self.assertRaises(ValueError):
+            sandbox.run('1', isolation='process')  # not built yet
+
+    def test_scripts_on_several_threads(self):
+        out = []
+        with sandbox.Sandbox(workers=2) as sb:
+            def go(n):
+                out.append(sb.run(f'{n} + 1').value)
+            threads = [threading.Thread(target=go, args=(n,)) for n in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        self.assertEqual(sorted(out), list(range(1, 9)))
+
+
+if __name__ == '__main__':
+    unittest.main()
