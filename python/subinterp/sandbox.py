@@ -167,13 +167,22 @@ class _Spares:
         self._thread.start()
 
     def _fill(self):
+        failing = False
         while not self._stop.is_set():
+            interp = None
             try:
                 interp = create()
                 interp.exec(_PRELUDE_CODE)  # off the latency path too
-            except Exception:
+            except Exception as e:
+                if not failing:  # once per run of failures
+                    print(f'subinterp.sandbox: making a spare interpreter: {e}',
+                          file=sys.__stderr__)
+                failing = True
+                if interp is not None:
+                    interp.close()
                 time.sleep(0.1)
                 continue
+            failing = False
             while not self._stop.is_set():
                 try:
                     self._ready.put(interp, timeout=0.1)
