@@ -34,6 +34,9 @@ __all__ = ['run', 'Sandbox', 'Result', 'ScriptError', 'STATUSES']
 
 STATUSES = ('ok', 'error', 'timeout', 'memory', 'output_limit', 'killed')
 
+# What a script may do besides computing, when `allow` names it.
+PERMISSIONS = frozenset({'subprocess', 'network', 'write', 'process', 'ctypes'})
+
 
 @dataclasses.dataclass
 class ScriptError:
@@ -117,11 +120,70 @@ def __sandbox_safe_str__(exc):
         return f'<str() of the exception failed: {type(e).__name__}>'
 
 
-def __sandbox_run__(source, inputs, limit):
+def __sandbox_policy__(allow, scratch):
+    """An audit hook for this interpreter: what `allow` does not name is
+    refused with PermissionError. It holds against code that is buggy, not
+    against code that sets out to escape (ctypes, C extensions)."""
+    import os
+    denied = {
+        'subprocess': {'subprocess.Popen', 'os.system', 'os.exec', 'os.posix_spawn',
+                       'os.spawn', 'os.fork', 'os.forkpty', 'pty.spawn', 'os.startfile'},
+        'network': {'socket.connect', 'socket.bind', 'socket.sendto', 'socket.sendmsg',
+                    'socket.__new__'},
+        # Process-wide state that other scripts and the host share.
+        'process': {'os.kill', 'os.killpg', 'signal.pthread_kill', 'os.chdir', 'os.fchdir',
+                    'os.putenv', 'os.unsetenv'},
+        'ctypes': {'ctypes.dlopen', 'ctypes.dlsym', 'ctypes.cdata', 'ctypes.addressof',
+                   'ctypes.call_function', 'ctypes.string_at', 'ctypes.wstring_at',
+                   'ctypes.create_string_buffer', 'ctypes.create_unicode_buffer'},
+    }
+    refused = {}
+    for what, events in denied.items():
+        if what not in allow:
+            for event in events:
+                refused[event] = what
+    writes = 'write' not in allow
+    base = os.path.realpath(scratch) + os.sep if scratch else None
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    path_events = {'os.remove', 'os.rename', 'os.replace', 'os.mkdir', 'os.rmdir',
+                   'os.chmod', 'os.chown', 'os.truncate', 'os.symlink', 'os.link',
+                   'os.utime', 'shutil.rmtree', 'shutil.move', 'shutil.copyfile'}
+
+    def inside(path):
+        if base is None or isinstance(path, int):
+            return False
+        try:
+            return os.path.realpath(os.fsdecode(path)).startswith(base)
+        except (TypeError, ValueError):
+            return False
+
+    def hook(event, args):
+        what = refused.get(event)
+        if what is not None:
+            raise PermissionError(f'{event} is not allowed in the sandbox (allow={what!r})')
+        if not writes:
+            return
+        if event == 'open':
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ''
+            if (flags & write_flags or any(c in mode for c in 'wax+')) and not inside(args[0]):
+                raise PermissionError(f'writing {args[0]!r} is not allowed in the sandbox '
+                                      f'(only under SCRATCH, or allow="write")')
+        elif event in path_events:
+            for path in args:
+                if isinstance(path, (str, bytes, os.PathLike)) and not inside(path):
+                    raise PermissionError(f'{event} on {path!r} is not allowed in the sandbox '
+                                          f'(only under SCRATCH, or allow="write")')
+
+    sys.addaudithook(hook)
+
+
+def __sandbox_run__(source, inputs, limit, allow=(), scratch=None):
     box = {'left': limit, 'over': False, 'limit': limit}
     out, err = __sandbox_Capped__('<stdout>', box), __sandbox_Capped__('<stderr>', box)
-    ns = {'__name__': '__main__', '__builtins__': builtins}
+    ns = {'__name__': '__main__', '__builtins__': builtins, 'SCRATCH': scratch}
     ns.update(inputs)
+    __sandbox_policy__(frozenset(allow), scratch)
     sys.stdout, sys.stderr = out, err
     outcome = {'status': 'ok', 'error': None, 'value': None}
     try:
@@ -220,17 +282,21 @@ class _Closer:
         self._thread.start()
 
     def _loop(self):
+        import shutil
         while True:
-            interp = self._todo.get()
-            if interp is None:
+            item = self._todo.get()
+            if item is None:
                 return
+            interp, scratch = item
             try:
                 interp.close()
             except Exception as e:
                 print(f'subinterp.sandbox: closing an interpreter: {e}', file=sys.__stderr__)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
 
-    def close_later(self, interp):
-        self._todo.put(interp)
+    def close_later(self, interp, scratch=None):
+        self._todo.put((interp, scratch))
 
     def stop(self):
         self._todo.put(None)
@@ -239,7 +305,8 @@ class _Closer:
 
 # Runs in the fresh interpreter, after prepare_main() gave it the names.
 _RUN = '''
-__sandbox_outcome__ = __sandbox_run__(__sandbox_source__, __sandbox_inputs__, __sandbox_limit__)
+__sandbox_outcome__ = __sandbox_run__(__sandbox_source__, __sandbox_inputs__, __sandbox_limit__,
+                                      __sandbox_allow__, __sandbox_scratch__)
 del __sandbox_source__, __sandbox_inputs__
 '''
 
@@ -361,8 +428,10 @@ class Sandbox:
             if job.abandoned:
                 return  # a new thread took this one's place
 
-    def _run_here(self, job, source, inputs, timeout, output_limit):
+    def _run_here(self, job, source, inputs, timeout, output_limit, allow):
+        import tempfile
         interp = self._spares.take()
+        scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-')
         job.interp, job.ident = interp, threading.get_ident()
         job.thread = threading.current_thread()
         job.start = time.monotonic()
@@ -372,7 +441,9 @@ class Sandbox:
         try:
             interp.prepare_main({'__sandbox_limit__': output_limit,
                                  '__sandbox_source__': source,
-                                 '__sandbox_inputs__': inputs or {}})
+                                 '__sandbox_inputs__': inputs or {},
+                                 '__sandbox_allow__': tuple(sorted(allow)),
+                                 '__sandbox_scratch__': scratch})
             interp.exec(_RUN_CODE)
             unshareable = None
             try:
@@ -403,7 +474,7 @@ class Sandbox:
             result.error = ScriptError('TimeoutError',
                                        f'the script ran past its time limit ({timeout} s)', tb)
         result.stuck = job.abandoned
-        self._closer.close_later(interp)
+        self._closer.close_later(interp, scratch)
         return result
 
     def _on_time(self, job):
@@ -434,8 +505,23 @@ class Sandbox:
 
     # -- the public face ----------------------------------------------------
 
-    def submit(self, source, *, inputs=None, timeout=5.0, output_limit=1 << 20):
-        """Runs `source` on a worker; a Future of its Result."""
+    def submit(self, source, *, inputs=None, timeout=5.0, output_limit=1 << 20, allow=()):
+        """Runs `source` on a worker; a Future of its Result.
+
+        inputs: a dict of values that become the script's globals.
+        timeout: seconds (None: no limit). output_limit: characters of
+        stdout and stderr together. allow: what the script may do beyond
+        computing, among PERMISSIONS: 'subprocess' (new processes),
+        'network' (sockets), 'write' (files outside its SCRATCH folder),
+        'process' (signals, the working folder, the environment: state the
+        whole process shares), 'ctypes'. Each script gets an empty folder
+        of its own, SCRATCH, removed after it."""
+        if isinstance(allow, str):
+            allow = (allow,)
+        allow = frozenset(allow)
+        if allow - PERMISSIONS:
+            raise ValueError(f'allow: unknown {sorted(allow - PERMISSIONS)}; '
+                             f'known: {sorted(PERMISSIONS)}')
         if not isinstance(source, str):
             raise TypeError(f'source must be str, not {type(source).__name__}')
         if timeout is not None and not timeout > 0:
@@ -449,7 +535,7 @@ class Sandbox:
             if self._closed:
                 raise RuntimeError('the sandbox is closed')
         future = Future()
-        self._jobs.put((_Job(future, timeout), (source, inputs, timeout, output_limit)))
+        self._jobs.put((_Job(future, timeout), (source, inputs, timeout, output_limit, allow)))
         return future
 
     def run(self, source, **options):
@@ -509,8 +595,9 @@ def _close_default():
         sandbox.close()
 
 
-def run(source, *, inputs=None, timeout=5.0, output_limit=1 << 20, isolation='interpreter'):
-    """Runs one script in a fresh interpreter; its Result."""
+def run(source, *, inputs=None, timeout=5.0, output_limit=1 << 20, allow=(),
+        isolation='interpreter'):
+    """Runs one script in a fresh interpreter; its Result. See Sandbox.submit."""
     global _default
     if isolation != 'interpreter':
         raise ValueError(f"isolation {isolation!r}: only 'interpreter' is available so far")
@@ -519,4 +606,5 @@ def run(source, *, inputs=None, timeout=5.0, output_limit=1 << 20, isolation='in
             import atexit
             _default = Sandbox(workers=os.cpu_count() or 1)
             atexit.register(_close_default)
-    return _default.run(source, inputs=inputs, timeout=timeout, output_limit=output_limit)
+    return _default.run(source, inputs=inputs, timeout=timeout, output_limit=output_limit,
+                        allow=allow)

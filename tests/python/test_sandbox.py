@@ -3,6 +3,9 @@ isolated interpreter, with a time limit and an output limit, and nothing
 left for the next script."""
 
 import json
+import os
+import socket
+import tempfile
 import threading
 import time
 import unittest
@@ -161,6 +164,82 @@ class Limits(SandboxTestBase):
         r = self.run_script('try:\n    print("y" * 200)\nexcept BaseException:\n    pass\n1',
                             output_limit=50)
         self.assertEqual(r.status, 'output_limit')
+
+
+class Policy(SandboxTestBase):
+    """What a script may do beyond computing: refused unless allowed."""
+
+    def assertRefused(self, source, event, **options):
+        r = self.run_script(source, **options)
+        self.assertEqual((r.status, r.error.type if r.error else None), ('error', 'PermissionError'),
+                         r)
+        self.assertIn(event, r.error.message)
+        return r
+
+    def test_no_new_processes(self):
+        marker = os.path.join(tempfile.gettempdir(), f'sandbox-marker-{os.getpid()}')
+        self.assertRefused('import subprocess\nsubprocess.run(["true"])', 'subprocess.Popen')
+        self.assertRefused(f'import os\nos.system("touch {marker}")', 'os.system')
+        # CPython refuses fork() and exec() in isolated interpreters itself.
+        for call, word in [('os.fork()', 'fork'), ('os.execv("/bin/true", ["true"])', 'exec')]:
+            r = self.run_script(f'import os\n{call}')
+            self.assertEqual((r.status, r.error.type), ('error', 'RuntimeError'))
+            self.assertIn(f'{word} not supported', r.error.message)
+        self.assertRefused('import os\nos.posix_spawn("/bin/true", ["true"], {})',
+                           'os.posix_spawn')
+        self.assertFalse(os.path.exists(marker))
+        r = self.run_script('import subprocess\nsubprocess.run(["true"]).returncode',
+                            allow='subprocess')
+        self.assertEqual((r.status, r.value), ('ok', 0), r)
+
+    def test_no_sockets(self):
+        with socket.socket() as listener:
+            listener.bind(('127.0.0.1', 0))
+            listener.listen()
+            listener.settimeout(0.2)
+            port = listener.getsockname()[1]
+            self.assertRefused(f'import socket\nsocket.create_connection(("127.0.0.1", {port}))',
+                               'socket')
+            with self.assertRaises(socket.timeout):
+                listener.accept()  # nothing connected
+            r = self.run_script(f'import socket\n'
+                                f's = socket.create_connection(("127.0.0.1", {port}))\n'
+                                f's.close()', allow=['network'])
+            self.assertEqual(r.status, 'ok', r)
+            listener.accept()[0].close()
+
+    def test_writes_only_under_scratch(self):
+        outside = os.path.join(tempfile.gettempdir(), f'sandbox-outside-{os.getpid()}')
+        self.assertRefused(f'open({outside!r}, "w").write("x")', 'writing')
+        self.assertRefused(f'import os\nos.open({outside!r}, os.O_WRONLY | os.O_CREAT)', 'writing')
+        self.assertRefused('import os\nos.remove("/etc/hostname")', 'os.remove')
+        self.assertFalse(os.path.exists(outside))
+        r = self.run_script('import os\n'
+                            'p = os.path.join(SCRATCH, "f")\n'
+                            'open(p, "w").write("inside")\n'
+                            'os.rename(p, p + "2")\n'
+                            'open(p + "2").read(), SCRATCH')
+        self.assertEqual(r.status, 'ok', r)
+        self.assertEqual(r.value[0], 'inside')
+        deadline = time.monotonic() + 5  # removed after the script, off its path
+        while os.path.exists(r.value[1]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists(r.value[1]))
+        # Reading is allowed.
+        self.assertEqual(self.run_script('len(open("/etc/hostname").read()) >= 0').value, True)
+        r = self.run_script(f'open({outside!r}, "w").write("x")', allow='write')
+        self.assertEqual(r.status, 'ok', r)
+        os.unlink(outside)
+
+    def test_no_touching_what_the_process_shares(self):
+        self.assertRefused('import os, signal\nos.kill(os.getpid(), signal.SIGTERM)', 'os.kill')
+        self.assertRefused('import os\nos.chdir("/")', 'os.chdir')
+        self.assertRefused('import os\nos.environ["SANDBOX_LEAK"] = "1"', 'os.putenv')
+        self.assertNotIn('SANDBOX_LEAK', os.environ)
+
+    def test_unknown_permissions(self):
+        with self.assertRaises(ValueError):
+            self.sb.run('1', allow=['everything'])
 
 
 class Pool(unittest.TestCase):
