@@ -5,6 +5,8 @@ left for the next script."""
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -274,6 +276,59 @@ class Pool(unittest.TestCase):
             for t in threads:
                 t.join()
         self.assertEqual(sorted(out), list(range(1, 9)))
+
+
+class CommandLine(unittest.TestCase):
+
+    def run_cli(self, *args, input=None):
+        return subprocess.run([sys.executable, '-m', 'subinterp', 'run', *args],
+                              capture_output=True, text=True, input=input, timeout=60)
+
+    def test_json_lines_and_exit_status(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for name, body in [('ok.py', 'print("one")\n1 + 1\n'),
+                               ('loop.py', 'while True:\n    pass\n'),
+                               ('bad.py', 'raise ValueError("bad")\n'),
+                               ('flood.py', 'while True:\n    print("x" * 100)\n')]:
+                paths.append(os.path.join(tmp, name))
+                with open(paths[-1], 'w') as f:
+                    f.write(body)
+            proc = self.run_cli(*paths, '--json', '--timeout', '0.5', '--output-limit', '1K',
+                                '--jobs', '2')
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            lines = [json.loads(line) for line in proc.stdout.splitlines()]
+            self.assertEqual([d['status'] for d in lines],
+                             ['ok', 'timeout', 'error', 'output_limit'])
+            self.assertEqual([d['script'] for d in lines], paths)
+            self.assertEqual((lines[0]['stdout'], lines[0]['value']), ('one\n', 2))
+            self.assertEqual(lines[2]['error']['type'], 'ValueError')
+            self.assertEqual(len(lines[3]['stdout']), 1024)
+            for d in lines:
+                for key in ('status', 'stdout', 'stderr', 'error', 'elapsed'):
+                    self.assertIn(key, d)
+            self.assertNotIn('[', proc.stderr)  # no progress bar off a terminal
+            # Every script ok: exit status 0; the human form.
+            proc = self.run_cli(paths[0])
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn(f'==> {paths[0]}: ok', proc.stdout)
+            self.assertIn('one\n= 2', proc.stdout)
+
+    def test_stdin_and_clear_errors(self):
+        proc = self.run_cli('-', '--json', input='6 * 7\n')
+        self.assertEqual((proc.returncode, json.loads(proc.stdout)['value']), (0, 42))
+        for args, message in [(['/no/such/script.py'], 'No such file'),
+                              (['-', '--memory', '256M'], '--memory needs --isolation process'),
+                              (['-', '--isolation', 'process'], 'not available yet'),
+                              (['-', '--jobs', '0'], '--jobs must be at least 1'),
+                              (['-', '--allow', 'everything'], "unknown ['everything']")]:
+            with self.subTest(args=args):
+                proc = self.run_cli(*args, input='1\n')
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn(message, proc.stderr)
+        proc = self.run_cli('-', '--output-limit', '12X', input='1\n')
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn('is not a size', proc.stderr)
 
 
 if __name__ == '__main__':
