@@ -98,13 +98,81 @@ def _run_parser(sub):
                    help='scripts at once (default: one per core)')
     p.add_argument('--json', action='store_true',
                    help="one JSON object per script and line, in the scripts' order")
+    p.add_argument('--recycle-after', type=int, default=RECYCLE_AFTER, metavar='N',
+                   help='past N scripts, run them in child processes, N each: CPython keeps '
+                        '~2.4 MiB of every interpreter, and a child takes it with it '
+                        f'(default {RECYCLE_AFTER})')
     return p
+
+
+# CPython keeps ~2.4 MiB of every interpreter made and closed: past this
+# many scripts, `run` hands them to child processes, this many each.
+RECYCLE_AFTER = 400
+
+
+def _results_here(args, sources):
+    """Result dicts (to_json() plus 'script'), in order, run in this process."""
+    import os
+    from . import sandbox
+    sb = sandbox.Sandbox(workers=args.jobs or os.cpu_count() or 1)
+    try:
+        futures = [sb.submit(src, timeout=args.timeout, output_limit=args.output_limit,
+                             allow=args.allow) for src in sources]
+        for path, future in zip(args.scripts, futures):
+            r = future.result()
+            line = r.to_json()
+            line['script'] = path
+            line['_value'] = r.value
+            yield line
+    finally:
+        sb.close()
+
+
+def _results_in_children(args, batch):
+    """The same, from child processes started clean, `batch` scripts each:
+    each child's memory goes with it."""
+    import json
+    import os
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    for start in range(0, len(args.scripts), batch):
+        cmd = [sys.executable, '-m', 'subinterp', 'run', *args.scripts[start:start + batch],
+               '--json', '--timeout', str(args.timeout), '--output-limit',
+               str(args.output_limit), '--recycle-after', str(batch)]
+        if args.jobs:
+            cmd += ['--jobs', str(args.jobs)]
+        for what in args.allow:
+            cmd += ['--allow', what]
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        with child.stdout:
+            for text in child.stdout:
+                yield json.loads(text)
+        if child.wait() not in (0, 1):
+            raise RuntimeError(f'a child process for scripts {start + 1}.. ended with '
+                               f'status {child.returncode}')
+
+
+def _print_result(line):
+    print(f"==> {line['script']}: {line['status']} in {line['elapsed']:.3f} s"
+          + (' (stuck: left behind)' if line.get('stuck') else ''))
+    for stream in ('stdout', 'stderr'):
+        if line[stream]:
+            print(line[stream], end='' if line[stream].endswith('\n') else '\n')
+    error = line['error']
+    if error:
+        print(error['traceback'] or f"{error['type']}: {error['message']}", end='')
+        if not (error['traceback'] or '').endswith('\n'):
+            print()
+        if line['status'] != 'error':  # why it was stopped
+            print(f"{error['type']}: {error['message']}")
+    else:
+        value = line.get('_value', line['value'])
+        if value is not None:
+            print(f'= {value!r}')
 
 
 def _run(args):
     import json
-    import os
-    from . import sandbox
     if args.isolation == 'process':
         print('subinterp run: error: --isolation process is not available yet',
               file=sys.stderr)
@@ -117,6 +185,15 @@ def _run(args):
     if args.jobs is not None and args.jobs < 1:
         print('subinterp run: error: --jobs must be at least 1', file=sys.stderr)
         return 2
+    if args.recycle_after < 1:
+        print('subinterp run: error: --recycle-after must be at least 1', file=sys.stderr)
+        return 2
+    from . import sandbox
+    unknown = set(args.allow) - sandbox.PERMISSIONS
+    if unknown:
+        print(f'subinterp run: error: allow: unknown {sorted(unknown)}; '
+              f'known: {sorted(sandbox.PERMISSIONS)}', file=sys.stderr)
+        return 2
     sources = []
     for path in args.scripts:
         try:
@@ -124,56 +201,41 @@ def _run(args):
                 sources.append(sys.stdin.read())
             else:
                 with open(path, encoding='utf-8') as f:
-                    sources.append(f.read())
+                    sources.append(f.read() if len(args.scripts) <= args.recycle_after else '')
         except (OSError, UnicodeDecodeError) as exc:
             print(f'subinterp run: error: {path}: {exc}', file=sys.stderr)
             return 2
-    try:
-        sandbox_ = sandbox.Sandbox(workers=args.jobs or os.cpu_count() or 1)
-    except ValueError as exc:
-        print(f'subinterp run: error: {exc}', file=sys.stderr)
-        return 2
+    if len(sources) > args.recycle_after:
+        if '-' in args.scripts:
+            print("subinterp run: error: '-' (stdin) cannot be one of more than "
+                  f'{args.recycle_after} scripts', file=sys.stderr)
+            return 2
+        results = _results_in_children(args, args.recycle_after)
+    else:
+        results = _results_here(args, sources)
     progress = len(sources) > 1 and sys.stderr.isatty()
     counts = {}
     all_ok = True
     try:
-        futures = [sandbox_.submit(src, timeout=args.timeout, output_limit=args.output_limit,
-                                   allow=args.allow) for src in sources]
-        for n, (path, future) in enumerate(zip(args.scripts, futures), 1):
-            r = future.result()
-            all_ok = all_ok and r.ok
-            counts[r.status] = counts.get(r.status, 0) + 1
+        for n, line in enumerate(results, 1):
+            all_ok = all_ok and line['status'] == 'ok'
+            counts[line['status']] = counts.get(line['status'], 0) + 1
             if progress:
-                done = int(30 * n / len(futures))
+                done = int(30 * n / len(sources))
                 summary = ', '.join(f'{k} {v}' for k, v in sorted(counts.items()))
-                print(f'\r[{"#" * done}{"." * (30 - done)}] {n}/{len(futures)}  {summary}',
+                print(f'\r[{"#" * done}{"." * (30 - done)}] {n}/{len(sources)}  {summary}',
                       end='', file=sys.stderr, flush=True)
             if args.json:
-                line = r.to_json()
-                line['script'] = path
+                line.pop('_value', None)
                 print(json.dumps(line), flush=True)
-                continue
-            print(f'==> {path}: {r.status} in {r.elapsed:.3f} s'
-                  + (' (stuck: left behind)' if r.stuck else ''))
-            if r.stdout:
-                print(r.stdout, end='' if r.stdout.endswith('\n') else '\n')
-            if r.stderr:
-                print(r.stderr, end='' if r.stderr.endswith('\n') else '\n')
-            if r.error:
-                print(r.error.traceback or f'{r.error.type}: {r.error.message}', end='')
-                if not (r.error.traceback or '').endswith('\n'):
-                    print()
-                if r.status != 'error':  # why it was stopped
-                    print(f'{r.error.type}: {r.error.message}')
-            elif r.value is not None:
-                print(f'= {r.value!r}')
-    except ValueError as exc:
+            else:
+                _print_result(line)
+    except (ValueError, RuntimeError) as exc:
         print(f'subinterp run: error: {exc}', file=sys.stderr)
         return 2
     finally:
         if progress:
             print(file=sys.stderr)
-        sandbox_.close()
     return 0 if all_ok else 1
 
 

@@ -314,6 +314,27 @@ class CommandLine(unittest.TestCase):
             self.assertIn(f'==> {paths[0]}: ok', proc.stdout)
             self.assertIn('one\n= 2', proc.stdout)
 
+    def test_many_scripts_run_in_recycled_child_processes(self):
+        # CPython keeps memory of every interpreter: past --recycle-after
+        # scripts, each batch runs in a child process that takes it away.
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i in range(9):
+                paths.append(os.path.join(tmp, f's{i}.py'))
+                with open(paths[-1], 'w') as f:
+                    f.write(f'import os\nprint({i})\n(os.getpid(), {i})\n')
+            proc = self.run_cli(*paths, '--json', '--recycle-after', '4')
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            lines = [json.loads(line) for line in proc.stdout.splitlines()]
+            self.assertEqual([d['script'] for d in lines], paths)
+            self.assertEqual([d['value'][1] for d in lines], list(range(9)))
+            pids = [d['value'][0] for d in lines]
+            self.assertEqual([len(set(pids[i:i + 4])) for i in (0, 4, 8)], [1, 1, 1])
+            self.assertEqual(len(set(pids)), 3)
+            proc = self.run_cli(paths[0], '-', '--recycle-after', '1', input='1\n')
+            self.assertEqual(proc.returncode, 2)
+            self.assertIn("'-' (stdin) cannot be one of more than 1 scripts", proc.stderr)
+
     def test_stdin_and_clear_errors(self):
         proc = self.run_cli('-', '--json', input='6 * 7\n')
         self.assertEqual((proc.returncode, json.loads(proc.stdout)['value']), (0, 42))
