@@ -233,12 +233,13 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   // current value need not look at the slots (no lock per request).
   std::atomic<std::uint64_t> generation{0};
   std::mt19937_64 jitter_rng{std::random_device{}()};
-  std::mutex helpers_mu;
-  std::vector<std::thread> helpers;  // reloads; joined by wait()
+  std::mutex reloaders_mu;
+  std::vector<std::thread> reloaders;  // reloads; joined by wait()
 
   // The request timeout: the watchdog raises TimeoutError in a request that
   // runs longer than options.timeout, and gives the worker up (a new one
-  // takes the slot, a new thread the stuck one's place) at twice that.
+  // takes the slot; helper threads serve the stuck thread's lane) at twice
+  // that.
   std::mutex watch_mu;
   std::condition_variable watch_cv;
   std::vector<std::unique_ptr<Watch>> watches;  // guarded by watch_mu
@@ -247,7 +248,7 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
   void watchdog();
   void start_thread(std::size_t slot, std::size_t lane, bool helper);
   void interrupt(Watch& w, PyObject* exc_type);
-  std::mutex threads_mu;  // guards threads once serving began
+  std::mutex threads_mu;  // with threads_cv: a Watch's `ended` turning true
   // Set when the io_context is stopped: wait() then ends the threads.
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -728,8 +729,8 @@ void ServerState::on_control_byte() {
       case 'r': {
         // Creating the workers takes a while: on a thread of its own, so a
         // stop is still heard meanwhile.
-        std::lock_guard lock(helpers_mu);
-        helpers.emplace_back([this] { reload(); });
+        std::lock_guard lock(reloaders_mu);
+        reloaders.emplace_back([this] { reload(); });
         break;
       }
       case 'g':
@@ -1182,12 +1183,12 @@ void Server::wait() {
         if (w == its_worker) w.reset();  // its thread closes it
       }
     }
-    std::vector<std::thread> helpers;
+    std::vector<std::thread> reloaders;
     {
-      std::lock_guard lock(s.helpers_mu);
-      helpers = std::move(s.helpers);
+      std::lock_guard lock(s.reloaders_mu);
+      reloaders = std::move(s.reloaders);
     }
-    for (auto& t : helpers) t.join();
+    for (auto& t : reloaders) t.join();
   }
   s.waited = true;
   // Connections left (a stop that did not wait for them) are dropped.

@@ -903,6 +903,18 @@ class CommandLine(unittest.TestCase):
         out, err = proc.communicate()
         self.fail('no "Listening at" line:\n' + ''.join(lines) + err)
 
+    def listening_port(self, proc):
+        """The port of the server's "Listening at" line on its stderr."""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            match = re.search(r'Listening at: http://127\.0\.0\.1:(\d+)', line)
+            if match:
+                return int(match.group(1))
+            if not line:
+                break
+        self.fail('no "Listening at" line')
+
     def finish(self, proc):
         try:
             out, err = proc.communicate(timeout=TIMEOUT)
@@ -1042,17 +1054,8 @@ class CommandLine(unittest.TestCase):
                 [sys.executable, '-m', 'subinterp', 'serve', 'here_app:application',
                  '-b', '127.0.0.1:0', '-w', '1', '--chdir', tmp],
                 cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            port = None
-            deadline = time.monotonic() + TIMEOUT
-            while port is None and time.monotonic() < deadline:
-                line = proc.stderr.readline()
-                match = re.search(r'Listening at: http://127\.0\.0\.1:(\d+)', line)
-                if match:
-                    port = int(match.group(1))
-                elif not line:
-                    break
             try:
-                self.assertIsNotNone(port, 'no "Listening at" line')
+                port = self.listening_port(proc)
                 conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
                 conn.request('GET', '/')
                 self.assertEqual(conn.getresponse().read().decode(), os.path.realpath(tmp))
@@ -1075,16 +1078,7 @@ class CommandLine(unittest.TestCase):
             self.assertIn('module _ctypes does not support loading in subinterpreters', err)
             self.assertNotIn('Fatal Python error', err)
             return
-        port = None
-        deadline = time.monotonic() + TIMEOUT
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            match = re.search(r'Listening at: http://127\.0\.0\.1:(\d+)', line)
-            if match:
-                port = int(match.group(1))
-            elif not line:
-                break
-        self.assertIsNotNone(port, 'no "Listening at" line')
+        port = self.listening_port(proc)
         conn = http.client.HTTPConnection('127.0.0.1', port, timeout=TIMEOUT)
         conn.request('GET', '/')
         self.assertEqual(conn.getresponse().read(), b'4')
