@@ -18,6 +18,8 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   libboost-dev
+  libseccomp-dev
+  pkg-config
   python3-flask
   python3-django
 )

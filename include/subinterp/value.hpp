@@ -142,6 +142,7 @@ class SUBINTERP_API Value {
 
   friend class ValueCapture;
   friend class ValueBuilder;
+  friend class WireCodec;
 
   Kind kind_ = Kind::None;
   Storage storage_;

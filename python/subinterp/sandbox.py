@@ -132,7 +132,7 @@ def __sandbox_policy__(allow, scratch):
                     'socket.__new__'},
         # Process-wide state that other scripts and the host share.
         'process': {'os.kill', 'os.killpg', 'signal.pthread_kill', 'os.chdir', 'os.fchdir',
-                    'os.putenv', 'os.unsetenv'},
+                    'os.putenv', 'os.unsetenv', 'resource.setrlimit', 'resource.prlimit'},
         'ctypes': {'ctypes.dlopen', 'ctypes.dlsym', 'ctypes.cdata', 'ctypes.addressof',
                    'ctypes.call_function', 'ctypes.string_at', 'ctypes.wstring_at',
                    'ctypes.create_string_buffer', 'ctypes.create_unicode_buffer'},
@@ -254,6 +254,11 @@ class _Spares:
             else:
                 interp.close()
 
+    def wait_ready(self):
+        """Blocks until a spare is ready."""
+        while self._ready.empty() and self._thread.is_alive():
+            time.sleep(0.005)
+
     def take(self):
         try:
             return self._ready.get_nowait()
@@ -373,36 +378,359 @@ class _Watchdog:
                 self._sandbox._on_time(job)
 
 
-class Sandbox:
-    """Runs scripts on `workers` threads, each script in a fresh isolated
-    interpreter (made ahead: `spares` of them wait ready). `grace` is how
-    long a script past its time limit gets to stop before its caller is
-    answered without it."""
+class _WorkerProcess:
+    """One sandbox worker process, as the host sees it."""
 
-    def __init__(self, workers=None, *, isolation='interpreter', spares=None, grace=1.0):
-        if isolation != 'interpreter':
-            raise ValueError(f"isolation {isolation!r}: only 'interpreter' is available so far")
+    def __init__(self, proc, to_worker, from_worker, scratch):
+        self.proc, self.to_worker, self.from_worker = proc, to_worker, from_worker
+        self.scratch = scratch
+        self.ready = False
+        self.info = None
+        self.count = 0
+
+
+class _Broken(Exception):
+    """The worker's stream ended or went wrong."""
+
+
+def _frame_limit(value_limit):
+    return 2 * value_limit + (64 << 20)  # the value, and output and error texts
+
+
+class _ProcessSandbox:
+    """The isolation='process' side of Sandbox (see Sandbox)."""
+
+    GRACE_MARGIN = 1.0  # past the worker's own answer, before it is killed
+
+    def _init_process(self, workers, memory, allow, recycle_after, open_files, file_size):
+        import shutil
+        from . import _sandbox_worker
+        self._wire = _sandbox_worker
+        if not hasattr(_subinterp, 'lockdown'):
+            raise RuntimeError('this build of subinterp has no process isolation')
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
+                                   or memory <= 0):
+            raise ValueError(f'memory must be a positive int (bytes) or None, not {memory!r}')
+        if not isinstance(recycle_after, int) or recycle_after < 1:
+            raise ValueError(f'recycle_after must be a positive int, not {recycle_after!r}')
+        self.memory, self.recycle_after = memory, recycle_after
+        self.allow = allow  # the workers' OS confinement lets no more through
+        landlock = _subinterp.landlock_abi()
+        if landlock == 0:
+            raise RuntimeError(
+                "isolation='process' needs Landlock (Linux 5.13 or later, with the landlock "
+                "LSM enabled) to confine the worker's files; this kernel has none")
+        self.landlock = landlock
+        self._value_limit = 64 << 20
+        # Where this package and its extension are (a source checkout has
+        # them in two folders): the worker imports the same ones.
+        from . import __path__ as package_path
+        homes = [os.path.dirname(os.path.abspath(p)) for p in package_path]
+        homes.append(os.path.dirname(os.path.dirname(os.path.abspath(_subinterp.__file__))))
+        homes = list(dict.fromkeys(homes))
+        reads = {sys.base_prefix, sys.prefix, sys.exec_prefix, *homes,
+                 os.path.dirname(os.path.realpath(sys.executable)),
+                 '/usr', '/lib', '/lib64', '/etc/ld.so.cache', '/etc/localtime',
+                 '/dev/null', '/dev/urandom', '/dev/zero', '/proc/self'}
+        reads.update(p for p in sys.path if p and os.path.isabs(p) and os.path.exists(p))
+        try:
+            import pwd
+            nobody = pwd.getpwnam('nobody')
+            drop_to = (nobody.pw_uid, nobody.pw_gid)
+        except (ImportError, KeyError):
+            drop_to = None
+        self._config = {
+            'read_roots': sorted(reads), 'allow': sorted(allow), 'drop_to': drop_to,
+            'homes': homes,
+            'grace': self.grace, 'memory': memory,
+            # Each closed interpreter leaves ~2 MiB behind until recycling;
+            # a spare interpreter and the thread stacks take some too.
+            'memory_slack': (96 << 20) + recycle_after * (3 << 20),
+            'open_files': open_files, 'file_size': file_size, 'threads': 256,
+            'cpu': 0, 'value_limit': self._value_limit,
+        }
+        self._env = {'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8', 'MALLOC_ARENA_MAX': '2'}
+        for name in ('LD_LIBRARY_PATH', 'LD_PRELOAD', 'ASAN_OPTIONS', 'UBSAN_OPTIONS',
+                     'LSAN_OPTIONS', 'TSAN_OPTIONS', 'PYTHONMALLOC'):
+            if name in os.environ:
+                self._env[name] = os.environ[name]
+        self._boot = ('import sys; sys.path[:0] = ' + repr(homes) +
+                      '; from subinterp._sandbox_worker import main; sys.exit(main())')
+        self._reaper = queue.Queue()
+        self._rmtree = shutil.rmtree
+        self._reaper_thread = threading.Thread(target=self._reap, name='subinterp-sandbox-reaper',
+                                               daemon=True)
+        self._reaper_thread.start()
+
+    # -- worker processes ---------------------------------------------------
+
+    def _spawn(self):
+        import subprocess
+        import tempfile
+        scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-w')
+        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        from_r, from_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            # exec, never a bare fork: this process has sub-interpreters.
+            proc = subprocess.Popen(
+                [sys.executable, '-I', '-S', '-c', self._boot, str(to_r), str(from_w)],
+                pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                start_new_session=True, env=self._env, cwd=scratch)
+        except BaseException:
+            for fd in (to_r, to_w, from_r, from_w):
+                os.close(fd)
+            self._rmtree(scratch, ignore_errors=True)
+            raise
+        os.close(to_r)
+        os.close(from_w)
+        worker = _WorkerProcess(proc, to_w, from_r, scratch)
+        cpu = self.recycle_after * ((self._longest or 60) + self.grace + 1) + 60
+        try:
+            self._wire.write_frame(to_w, dict(self._config, scratch=scratch, cpu=int(cpu)))
+        except OSError:
+            pass  # it died at once: seen when its answer is read
+        return worker
+
+    def _reap(self):
+        while True:
+            worker = self._reaper.get()
+            if worker is None:
+                return
+            self._end(worker, kill=False)
+
+    def _end(self, worker, kill):
+        """Ends `worker` (at once when `kill`, else after its last script)
+        and removes its scratch folder; returns its exit status."""
+        import subprocess
+        for fd in (worker.to_worker,):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        worker.to_worker = -1
+        if kill:
+            self._kill(worker)
+        try:
+            rc = worker.proc.wait(timeout=self.grace + 5)
+        except subprocess.TimeoutExpired:
+            self._kill(worker)
+            rc = worker.proc.wait()
+        try:
+            os.close(worker.from_worker)
+        except OSError:
+            pass
+        self._rmtree(worker.scratch, ignore_errors=True)
+        return rc
+
+    @staticmethod
+    def _kill(worker):
+        import signal
+        try:
+            os.killpg(worker.proc.pid, signal.SIGKILL)  # its session: any child too
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            worker.proc.kill()
+        except (ProcessLookupError, OSError):
+            pass
+
+    def _read(self, worker, deadline):
+        """The worker's next frame, or None when the deadline passes."""
+        import select
+        fd = worker.from_worker
+        chunks, need, header = [], 8, None
+        while True:
+            while need:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                ready, _, _ = select.select([fd], [], [], wait)
+                if not ready:
+                    continue
+                chunk = os.read(fd, min(need, 1 << 20))
+                if not chunk:
+                    raise _Broken('the worker process ended')
+                chunks.append(chunk)
+                need -= len(chunk)
+            data = b''.join(chunks)
+            if header is not None:
+                try:
+                    return _subinterp.loads(data)
+                except (ValueError, TypeError, UnicodeDecodeError) as e:
+                    raise _Broken(f'the worker sent malformed data ({e})') from None
+            header = int.from_bytes(data, 'little')
+            if header > _frame_limit(self._value_limit):
+                raise _Broken(f'the worker sent a frame of {header} bytes')
+            chunks, need = [], header
+            if need == 0:
+                raise _Broken('the worker sent an empty frame')
+
+    def _start_worker(self, worker):
+        """Waits for the worker's 'ready' (it confines itself first)."""
+        try:
+            hello = self._read(worker, time.monotonic() + 60)
+        except _Broken as e:
+            rc = self._end(worker, kill=True)
+            raise RuntimeError(f'the sandbox worker process did not start ({e}, exit status '
+                               f'{rc})') from None
+        if hello is None:
+            self._end(worker, kill=True)
+            raise RuntimeError('the sandbox worker process did not start within 60 s')
+        if not (isinstance(hello, tuple) and hello and hello[0] == 'ready'):
+            self._end(worker, kill=True)
+            detail = hello[1] if isinstance(hello, tuple) and len(hello) > 1 else hello
+            raise RuntimeError(f'the sandbox worker process could not confine itself: {detail}')
+        worker.ready, worker.info = True, hello[1]
+
+    def _process_work(self):
+        worker = self._spawn()
+        try:
+            while True:
+                item = self._jobs.get()
+                if item is None:
+                    return
+                job, args = item
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    if worker is None:
+                        worker = self._spawn()
+                    if not worker.ready:
+                        try:
+                            self._start_worker(worker)
+                        except BaseException:
+                            worker = None
+                            raise
+                    result, keep = self._run_in(worker, job, *args)
+                except BaseException as e:
+                    job.future.set_exception(e)
+                    continue
+                job.future.set_result(result)
+                if not keep or worker.count >= self.recycle_after:
+                    if keep:
+                        self._reaper.put(worker)  # ends after its last script
+                    worker = self._spawn()  # warms up while this thread waits for a job
+        finally:
+            if worker is not None:
+                self._reaper.put(worker)
+
+    def _run_in(self, worker, job, source, inputs, timeout, output_limit, allow):
+        """Runs one script in `worker`: (Result, whether the worker goes on)."""
+        import signal
+        start = time.monotonic()
+        worker.count += 1
+        try:
+            self._wire.write_frame(worker.to_worker, (source, inputs or {}, timeout, output_limit,
+                                                      tuple(sorted(allow))))
+            deadline = (None if timeout is None
+                        else start + timeout + self.grace + self.GRACE_MARGIN)
+            reply = self._read(worker, deadline)
+        except (_Broken, OSError) as e:
+            rc = self._end(worker, kill=True)
+            elapsed = time.monotonic() - start
+            how = (f'killed by {signal.Signals(-rc).name}' if rc is not None and rc < 0
+                   else f'exit status {rc}')
+            if rc == -signal.SIGXCPU:
+                return Result('timeout', elapsed=elapsed, error=ScriptError(
+                    'TimeoutError', f'the worker process ran out of CPU time ({how})', '')), False
+            return Result('killed', elapsed=elapsed, error=ScriptError(
+                'WorkerDied', f'the worker process running the script died ({how}; {e})',
+                '')), False
+        if reply is None:  # stuck past the deadline, not even answering
+            self._end(worker, kill=True)
+            return Result('timeout', elapsed=time.monotonic() - start, stuck=True, error=ScriptError(
+                'TimeoutError', f'the script ran past its time limit ({timeout} s) and did not '
+                f'stop; its worker process was killed', '')), False
+        try:
+            result = Result(reply['status'], value=reply['value'], stdout=reply['stdout'],
+                            stderr=reply['stderr'], elapsed=float(reply['elapsed']),
+                            stuck=bool(reply['stuck']))
+            if result.status not in STATUSES:
+                raise ValueError(f'status {result.status!r}')
+            if not all(isinstance(getattr(result, n), str) for n in ('stdout', 'stderr')):
+                raise ValueError('output that is not text')
+            if reply['error'] is not None:
+                result.error = ScriptError(*(str(part) for part in reply['error']))
+        except (KeyError, TypeError, ValueError) as e:
+            self._end(worker, kill=True)
+            return Result('killed', elapsed=time.monotonic() - start, error=ScriptError(
+                'WorkerDied', f'the worker process sent a malformed result ({e}); it was '
+                f'killed', '')), False
+        if result.stuck:
+            self._end(worker, kill=True)  # "A script stuck in C code is killed with its worker"
+            result.error = ScriptError(
+                'TimeoutError', f'the script ran past its time limit ({timeout} s) and did not '
+                f'stop; its worker process was killed', '')
+            return result, False
+        return result, True
+
+    def _close_process(self):
+        self._reaper.put(None)
+        self._reaper_thread.join()
+
+
+
+class Sandbox(_ProcessSandbox):
+    """Runs scripts, each in a fresh isolated interpreter, `workers` at a
+    time.
+
+    isolation='interpreter': on `workers` threads of this process, with
+    interpreters made ahead (`spares` of them wait ready). For code that is
+    buggy rather than hostile.
+
+    isolation='process': in `workers` worker processes, started clean (exec)
+    and confined before they run anything (docs/sandbox.md): each runs one
+    script at a time, each in a fresh sub-interpreter, and is replaced
+    after `recycle_after` scripts, or when it dies or is killed. `memory`
+    (bytes) limits each worker's memory; `allow` is what the workers' OS
+    confinement lets scripts do (each script's own `allow` must be within
+    it); `open_files` and `file_size` are rlimits of the workers.
+
+    `grace` is how long a script past its time limit gets to stop before
+    its caller is answered without it (and, in process mode, its worker is
+    killed)."""
+
+    def __init__(self, workers=None, *, isolation='interpreter', spares=None, grace=1.0,
+                 memory=None, allow=(), recycle_after=100, open_files=256,
+                 file_size=64 << 20, _scratch_root=None):
+        if isolation not in ('interpreter', 'process'):
+            raise ValueError(f"isolation must be 'interpreter' or 'process', not {isolation!r}")
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f'workers must be a positive int, not {workers!r}')
         if not grace >= 0:
             raise ValueError(f'grace must not be negative, not {grace!r}')
+        allow = _check_allow(allow)
+        self.isolation = isolation
         self.workers = workers
         self.grace = grace
-        self._spares = _Spares(spares if spares is not None else workers + 1)
-        self._closer = _Closer()
-        self._watchdog = _Watchdog(self)
+        self._scratch_root = _scratch_root
         self._jobs = queue.Queue()
         self._threads = set()
         self._lock = threading.Lock()
         self._answer = threading.Lock()
         self._closed = False
+        self._longest = 60.0
+        self.default_allow = allow  # what a script gets when it does not say
+        if isolation == 'process':
+            self._init_process(workers, memory, allow, recycle_after, open_files, file_size)
+            for _ in range(workers):
+                self._start_thread(self._process_work)
+            return
+        if memory is not None:
+            raise ValueError("a memory limit needs isolation='process' (interpreters in one "
+                             "process share its memory: no limit can be promised per script)")
+        self.allow = PERMISSIONS  # what a script may ask for
+        self._spares = _Spares(spares if spares is not None else workers + 1)
+        self._closer = _Closer()
+        self._watchdog = _Watchdog(self)
         for _ in range(workers):
             self._start_thread()
 
-    def _start_thread(self):
-        t = threading.Thread(target=self._work, name='subinterp-sandbox-worker', daemon=True)
+    def _start_thread(self, target=None):
+        t = threading.Thread(target=target or self._work, name='subinterp-sandbox-worker',
+                             daemon=True)
         with self._lock:
             self._threads.add(t)
         t.start()
@@ -431,7 +759,7 @@ class Sandbox:
     def _run_here(self, job, source, inputs, timeout, output_limit, allow):
         import tempfile
         interp = self._spares.take()
-        scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-')
+        scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-', dir=self._scratch_root)
         job.interp, job.ident = interp, threading.get_ident()
         job.thread = threading.current_thread()
         job.start = time.monotonic()
@@ -462,6 +790,8 @@ class Sandbox:
                             stderr=outcome['stderr'], elapsed=time.monotonic() - job.start)
             if outcome['error']:
                 result.error = ScriptError(*outcome['error'])
+                if result.error.type == 'MemoryError':
+                    result.status = 'memory'
             if unshareable is not None and result.status == 'ok':
                 result.status = 'error'
                 result.error = ScriptError(
@@ -505,7 +835,7 @@ class Sandbox:
 
     # -- the public face ----------------------------------------------------
 
-    def submit(self, source, *, inputs=None, timeout=5.0, output_limit=1 << 20, allow=()):
+    def submit(self, source, *, inputs=None, timeout=5.0, output_limit=1 << 20, allow=None):
         """Runs `source` on a worker; a Future of its Result.
 
         inputs: a dict of values that become the script's globals.
@@ -514,14 +844,13 @@ class Sandbox:
         computing, among PERMISSIONS: 'subprocess' (new processes),
         'network' (sockets), 'write' (files outside its SCRATCH folder),
         'process' (signals, the working folder, the environment: state the
-        whole process shares), 'ctypes'. Each script gets an empty folder
-        of its own, SCRATCH, removed after it."""
-        if isinstance(allow, str):
-            allow = (allow,)
-        allow = frozenset(allow)
-        if allow - PERMISSIONS:
-            raise ValueError(f'allow: unknown {sorted(allow - PERMISSIONS)}; '
-                             f'known: {sorted(PERMISSIONS)}')
+        whole process shares), 'ctypes'; by default what Sandbox(allow=...)
+        says, and never more than that in process isolation. Each script
+        gets an empty folder of its own, SCRATCH, removed after it."""
+        allow = self.default_allow if allow is None else _check_allow(allow)
+        if allow - self.allow:
+            raise ValueError(f'allow: {sorted(allow - self.allow)} is not allowed by this '
+                             f'sandbox (Sandbox(allow=...) sets what its workers may do)')
         if not isinstance(source, str):
             raise TypeError(f'source must be str, not {type(source).__name__}')
         if timeout is not None and not timeout > 0:
@@ -531,6 +860,10 @@ class Sandbox:
             raise ValueError(f'output_limit must be a non-negative int, not {output_limit!r}')
         if inputs is not None and not isinstance(inputs, dict):
             raise TypeError(f'inputs must be a dict, not {type(inputs).__name__}')
+        if self.isolation == 'process':
+            if inputs:
+                _subinterp.dumps(inputs)  # NotShareableError now, not in the worker
+            self._longest = max(self._longest, 3600.0 if timeout is None else timeout)
         with self._lock:
             if self._closed:
                 raise RuntimeError('the sandbox is closed')
@@ -560,6 +893,9 @@ class Sandbox:
             self._jobs.put(None)
         for t in threads:
             t.join()
+        if self.isolation == 'process':
+            self._close_process()
+            return
         self._watchdog.stop()
         self._spares.stop()
         self._closer.stop()
@@ -569,6 +905,16 @@ class Sandbox:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_allow(allow):
+    if isinstance(allow, str):
+        allow = (allow,)
+    allow = frozenset(allow)
+    if allow - PERMISSIONS:
+        raise ValueError(f'allow: unknown {sorted(allow - PERMISSIONS)}; '
+                         f'known: {sorted(PERMISSIONS)}')
+    return allow
 
 
 def _raise_quietly(interp_id, ident):
@@ -583,28 +929,41 @@ def _error_of(e):
     return ScriptError(type(e).__name__, str(e), ''.join(traceback.format_exception(e)))
 
 
-_default = None
+
+# The sandboxes run() uses, made on first use: one for interpreter
+# isolation, one per (memory, allow) for process isolation.
+_defaults = {}
 _default_lock = threading.Lock()
 
 
-def _close_default():
-    global _default
+def _close_defaults():
     with _default_lock:
-        sandbox, _default = _default, None
-    if sandbox is not None:
-        sandbox.close()
+        boxes = list(_defaults.values())
+        _defaults.clear()
+    for box in boxes:
+        box.close()
 
 
-def run(source, *, inputs=None, timeout=5.0, output_limit=1 << 20, allow=(),
+def run(source, *, inputs=None, timeout=5.0, memory=None, output_limit=1 << 20, allow=(),
         isolation='interpreter'):
-    """Runs one script in a fresh interpreter; its Result. See Sandbox.submit."""
-    global _default
-    if isolation != 'interpreter':
-        raise ValueError(f"isolation {isolation!r}: only 'interpreter' is available so far")
+    """Runs one script, in a fresh interpreter; its Result. See Sandbox and
+    Sandbox.submit. `memory` (bytes, isolation='process' only) limits the
+    memory of the worker process that runs it."""
+    if isolation not in ('interpreter', 'process'):
+        raise ValueError(f"isolation must be 'interpreter' or 'process', not {isolation!r}")
+    allow = _check_allow(allow)
+    key = ('interpreter',) if isolation == 'interpreter' else ('process', memory, allow)
     with _default_lock:
-        if _default is None:
-            import atexit
-            _default = Sandbox(workers=os.cpu_count() or 1)
-            atexit.register(_close_default)
-    return _default.run(source, inputs=inputs, timeout=timeout, output_limit=output_limit,
-                        allow=allow)
+        box = _defaults.get(key)
+        if box is None:
+            if isolation == 'interpreter':
+                box = Sandbox(workers=os.cpu_count() or 1, memory=memory)
+            else:
+                box = Sandbox(workers=os.cpu_count() or 1, isolation='process', memory=memory,
+                              allow=allow)
+            if not _defaults:
+                import atexit
+                atexit.register(_close_defaults)
+            _defaults[key] = box
+    return box.run(source, inputs=inputs, timeout=timeout, output_limit=output_limit,
+                   allow=allow)

@@ -530,6 +530,7 @@ int module_exec(PyObject* module) {
   }
   if (handles_exec(module) < 0) return -1;
   if (pool_exec(module) < 0) return -1;
+  if (PyModule_AddFunctions(module, sandbox_functions) < 0) return -1;
   try {
     // `import subinterp` makes these safe in whatever interpreter runs it.
     si::protect_thread_listings();

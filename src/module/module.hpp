@@ -90,4 +90,7 @@ int pool_exec(PyObject* module);
 int handles_exec(PyObject* module);
 extern PyMethodDef handle_functions[];
 
+// Values between processes and the sandbox worker's lockdown (sandbox.cpp).
+extern PyMethodDef sandbox_functions[];
+
 }  // namespace subinterp_ext
