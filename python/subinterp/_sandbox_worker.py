@@ -118,6 +118,10 @@ def _confine(config):
             dropped = (uid, gid)
             # Threads of this uid: enough for the worker, not a thread bomb.
             resource.setrlimit(resource.RLIMIT_NPROC, (config['threads'], config['threads']))
+    # The first interpreter prepares the main one (3.12 opens an event loop,
+    # and with it a socket pair): before the filter refuses sockets.
+    from . import create
+    create().close()
     allow = set(config['allow'])
     info = _subinterp.lockdown(write_roots=[scratch, '/dev/null'],
                                read_roots=config['read_roots'],

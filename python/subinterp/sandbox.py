@@ -157,10 +157,18 @@ def __sandbox_policy__(allow, scratch):
         except (TypeError, ValueError):
             return False
 
+    # C-level footguns that end the whole process, refused as ctypes is.
+    modules = set() if 'ctypes' in allow else {
+        'faulthandler', '_testcapi', '_testinternalcapi', '_testlimitedcapi',
+        '_testmultiphase', '_testsinglephase', '_testclinic', '_testbuffer', '_testimportmultiple'}
+
     def hook(event, args):
         what = refused.get(event)
         if what is not None:
             raise PermissionError(f'{event} is not allowed in the sandbox (allow={what!r})')
+        if event == 'import' and args and args[0] in modules:
+            raise PermissionError(f'importing {args[0]} is not allowed in the sandbox '
+                                  f'(allow=\'ctypes\')')
         if not writes:
             return
         if event == 'open':
@@ -176,6 +184,41 @@ def __sandbox_policy__(allow, scratch):
                                           f'(only under SCRATCH, or allow="write")')
 
     sys.addaudithook(hook)
+    if 'process' not in allow:
+        # Calls that end the whole process at once, with no audit event.
+        import posix, signal
+
+        def refuse(name):
+            def refused_call(*args, **kwargs):
+                raise PermissionError(f'{name} is not allowed in the sandbox: it would end the '
+                                      f'whole process (allow=\'process\')')
+            return refused_call
+        for module in {os, posix}:
+            module._exit, module.abort = refuse('os._exit'), refuse('os.abort')
+        signal.raise_signal = refuse('signal.raise_signal')
+
+
+def __sandbox_threads__():
+    """Threads of this interpreter that outlive its script."""
+    threading = sys.modules.get('threading')
+    if threading is None:
+        return ()
+    # Not the threads that ran the prelude or the script (_MainThread,
+    # _DummyThread): they belong to the sandbox.
+    own = (threading._MainThread, threading._DummyThread)
+    return tuple(t.ident for t in threading.enumerate()
+                 if not isinstance(t, own) and t.ident is not None)
+
+
+def __sandbox_join__(deadline):
+    """Waits until `deadline` (time.monotonic()) for threads that were told to
+    stop; whether they all did."""
+    import threading, time
+    own = (threading._MainThread, threading._DummyThread)
+    for t in threading.enumerate():
+        if not isinstance(t, own):
+            t.join(max(0.0, deadline - time.monotonic()))
+    return not __sandbox_threads__()
 
 
 def __sandbox_run__(source, inputs, limit, allow=(), scratch=None):
@@ -211,6 +254,7 @@ def __sandbox_run__(source, inputs, limit, allow=(), scratch=None):
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     outcome['stdout'], outcome['stderr'] = out.text(), err.text()
+    outcome['threads'] = __sandbox_threads__()
     if box['over']:
         outcome['status'] = 'output_limit'
     if outcome['status'] != 'ok':
@@ -224,6 +268,7 @@ class _Spares:
     def __init__(self, count):
         self._ready = queue.Queue(maxsize=max(1, count))
         self._stop = threading.Event()
+        self.error = None  # why the last spare could not be made
         self._thread = threading.Thread(target=self._fill, name='subinterp-sandbox-spares',
                                         daemon=True)
         self._thread.start()
@@ -236,6 +281,7 @@ class _Spares:
                 interp = create()
                 interp.exec(_PRELUDE_CODE)  # off the latency path too
             except Exception as e:
+                self.error = e
                 if not failing:  # once per run of failures
                     print(f'subinterp.sandbox: making a spare interpreter: {e}',
                           file=sys.__stderr__)
@@ -245,6 +291,7 @@ class _Spares:
                 time.sleep(0.1)
                 continue
             failing = False
+            self.error = None
             while not self._stop.is_set():
                 try:
                     self._ready.put(interp, timeout=0.1)
@@ -254,9 +301,12 @@ class _Spares:
             else:
                 interp.close()
 
-    def wait_ready(self):
-        """Blocks until a spare is ready."""
+    def wait_ready(self, timeout=30.0):
+        """Blocks until a spare is ready; RuntimeError if none can be made."""
+        deadline = time.monotonic() + timeout
         while self._ready.empty() and self._thread.is_alive():
+            if self.error is not None or time.monotonic() > deadline:
+                raise RuntimeError(f'no interpreter could be made: {self.error}')
             time.sleep(0.005)
 
     def take(self):
@@ -303,9 +353,9 @@ class _Closer:
     def close_later(self, interp, scratch=None):
         self._todo.put((interp, scratch))
 
-    def stop(self):
+    def stop(self, timeout=None):
         self._todo.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
 
 
 # Runs in the fresh interpreter, after prepare_main() gave it the names.
@@ -318,6 +368,9 @@ del __sandbox_source__, __sandbox_inputs__
 _PRELUDE_CODE = compile(_PRELUDE, '<sandbox prelude>', 'exec')
 _RUN_CODE = compile(_RUN, '<sandbox run>', 'exec')
 _MAIN_MODULE = sys.modules['__main__']  # travels by name: "__main__" there
+# Interpreters whose script left a thread that would not stop: they cannot be
+# closed, and are kept here so that nothing tries to.
+_left_behind = []
 
 
 class _Job:
@@ -763,6 +816,7 @@ class Sandbox(_ProcessSandbox):
         job.interp, job.ident = interp, threading.get_ident()
         job.thread = threading.current_thread()
         job.start = time.monotonic()
+        threads = ()
         if timeout is not None:
             job.deadline = job.start + timeout
             self._watchdog.add(job.deadline, job)
@@ -786,6 +840,7 @@ class Sandbox(_ProcessSandbox):
             result = Result('error', elapsed=time.monotonic() - job.start, error=_error_of(e))
         else:
             job.done = True
+            threads = outcome.get('threads', ())
             result = Result(outcome['status'], value=outcome['value'], stdout=outcome['stdout'],
                             stderr=outcome['stderr'], elapsed=time.monotonic() - job.start)
             if outcome['error']:
@@ -804,6 +859,24 @@ class Sandbox(_ProcessSandbox):
             result.error = ScriptError('TimeoutError',
                                        f'the script ran past its time limit ({timeout} s)', tb)
         result.stuck = job.abandoned
+        if threads and not job.abandoned:
+            # Threads the script started and left running: told to stop
+            # (SystemExit), given the grace period; an interpreter with a
+            # thread that will not stop cannot be closed, and is left behind.
+            for ident in threads:
+                try:
+                    _subinterp.raise_in(interp.id, ident, 'SystemExit')
+                except Exception:
+                    pass
+            try:
+                interp.exec(f'__sandbox_stopped__ = __sandbox_join__({time.monotonic() + self.grace!r})')
+                stopped = interp.call(getattr, _MAIN_MODULE, '__sandbox_stopped__')
+            except Exception:
+                stopped = False
+            if not stopped:
+                result.stuck = True
+                _left_behind.append(interp)
+                return result
         self._closer.close_later(interp, scratch)
         return result
 
@@ -898,7 +971,7 @@ class Sandbox(_ProcessSandbox):
             return
         self._watchdog.stop()
         self._spares.stop()
-        self._closer.stop()
+        self._closer.stop(timeout=self.grace + 5.0)  # never held for good by one interpreter
 
     def __enter__(self):
         return self

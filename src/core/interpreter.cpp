@@ -2,6 +2,10 @@
 #include "subinterp/subinterp.hpp"
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
 #include <csignal>
 #include <chrono>
 #include <cstdio>
@@ -728,6 +732,58 @@ std::vector<std::pair<std::int64_t, Whence>> list_interpreters() {
   return result;
 }
 
+namespace {
+
+// Runs `step` for each of `states`, each on a thread of its own, and waits
+// until `deadline` for them: a step that needs an interpreter's GIL waits as
+// long as C code holds it, and must not hold up the caller. Returns, for
+// each state, whether its step finished in time; a late step finishes (or
+// stays blocked) on its own thread.
+std::vector<bool> on_own_threads(const std::vector<std::shared_ptr<InterpreterState>>& states,
+                                 void (*step)(const std::shared_ptr<InterpreterState>&),
+                                 std::chrono::steady_clock::time_point deadline) {
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<bool> done;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->done.assign(states.size(), false);
+  DetachGuard detached;  // the steps may need this thread's GIL
+  for (std::size_t i = 0; i < states.size(); ++i) {
+    try {
+      std::thread([shared, state = states[i], step, i] {
+        step(state);
+        std::lock_guard lock(shared->mu);
+        shared->done[i] = true;
+        shared->cv.notify_all();
+      }).detach();
+    } catch (std::system_error&) {
+      std::lock_guard lock(shared->mu);
+      shared->done[i] = false;  // no thread to be had: counted as stuck
+    }
+  }
+  std::unique_lock lock(shared->mu);
+  shared->cv.wait_until(lock, deadline, [&] {
+    for (bool d : shared->done) {
+      if (!d) return false;
+    }
+    return true;
+  });
+  return shared->done;
+}
+
+// Takes the GIL of `state`'s interpreter once, and lets it go.
+void touch_gil(const std::shared_ptr<InterpreterState>& state) {
+  PyThreadState* t = PyThreadState_New(state->interp_);
+  if (t == nullptr) return;
+  PyEval_RestoreThread(t);
+  PyThreadState_Clear(t);
+  PyThreadState_DeleteCurrent();
+}
+
+}  // namespace
+
 void shutdown() {
   // Once per process, whoever calls first: the package's exit hook, a host,
   // or both (one core, one runtime). A later or concurrent call returns at
@@ -755,7 +811,9 @@ void shutdown() {
   for (auto& state : detail::all_owned()) {
     if (state->worker_thread_ == std::thread::id()) open.push_back(state);
   }
-  for (auto& state : open) detail::interrupt_runs(state);
+  on_own_threads(
+      open, [](const std::shared_ptr<InterpreterState>& state) { detail::interrupt_runs(state); },
+      deadline);
   std::vector<std::shared_ptr<detail::EndJob>> jobs;
   for (auto& state : open) {
     try {
@@ -783,7 +841,29 @@ void shutdown() {
   // What is left (a thread blocked in C code, a loop that catches
   // SystemExit, a pool task that never returns) is ended while Python
   // finalizes, when no other thread can run Python code any more: Python's
-  // own finalization must never meet a running interpreter.
+  // own finalization must never meet a running interpreter. Ending one takes its GIL: C code that holds a GIL for good (a huge
+  // regex, sum() over a huge range) would hold up the exit as long. Such a
+  // process ends here, without finalizing Python: output flushed, exit
+  // status 1.
+  std::vector<std::shared_ptr<InterpreterState>> left = detail::all_owned();
+  std::vector<bool> free =
+      on_own_threads(left, touch_gil, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+  for (std::size_t i = 0; i < left.size(); ++i) {
+    if (free[i]) continue;
+    std::fprintf(stderr,
+                 "subinterp: interpreter %lld is stuck in C code that holds its GIL; the "
+                 "process exits now, without finalizing Python\n",
+                 static_cast<long long>(left[i]->id_));
+    for (const char* name : {"stdout", "stderr"}) {
+      if (PyObject* stream = PySys_GetObject(name)) {
+        PyObject* r = PyObject_CallMethod(stream, "flush", nullptr);
+        Py_XDECREF(r);
+      }
+    }
+    PyErr_Clear();
+    std::fflush(nullptr);
+    _exit(1);
+  }
   detail::end_at_finalization(detail::all_owned());
   detail::shutdown_runtime();
 }

@@ -263,7 +263,9 @@ class Pool(unittest.TestCase):
         r = sandbox.run('2 ** 10')
         self.assertEqual((r.status, r.value), ('ok', 1024))
         with self.assertRaises(ValueError):
-            sandbox.run('1', isolation='process')  # not built yet
+            sandbox.run('1', isolation='container')
+        with self.assertRaisesRegex(ValueError, "needs isolation='process'"):
+            sandbox.run('1', memory=1 << 30)
 
     def test_scripts_on_several_threads(self):
         out = []
