@@ -257,6 +257,8 @@ def __sandbox_run__(source, inputs, limit, allow=(), scratch=None):
     outcome['threads'] = __sandbox_threads__()
     if box['over']:
         outcome['status'] = 'output_limit'
+        outcome['error'] = ('OutputLimitExceeded',
+                            f"stdout and stderr passed {limit} characters", '')
     if outcome['status'] != 'ok':
         outcome['value'] = None
     return outcome
@@ -509,6 +511,7 @@ class _ProcessSandbox:
                 self._env[name] = os.environ[name]
         self._boot = ('import sys; sys.path[:0] = ' + repr(homes) +
                       '; from subinterp._sandbox_worker import main; sys.exit(main())')
+        self._pids = set()  # every worker process started
         self._reaper = queue.Queue()
         self._rmtree = shutil.rmtree
         self._reaper_thread = threading.Thread(target=self._reap, name='subinterp-sandbox-reaper',
@@ -536,6 +539,7 @@ class _ProcessSandbox:
             raise
         os.close(to_r)
         os.close(from_w)
+        self._pids.add(proc.pid)
         worker = _WorkerProcess(proc, to_w, from_r, scratch)
         cpu = self.recycle_after * ((self._longest or 60) + self.grace + 1) + 60
         try:
@@ -1024,6 +1028,9 @@ def run(source, *, inputs=None, timeout=5.0, memory=None, output_limit=1 << 20, 
     memory of the worker process that runs it."""
     if isolation not in ('interpreter', 'process'):
         raise ValueError(f"isolation must be 'interpreter' or 'process', not {isolation!r}")
+    if isolation == 'interpreter' and memory is not None:
+        raise ValueError("a memory limit needs isolation='process' (interpreters in one "
+                         "process share its memory: no limit can be promised per script)")
     allow = _check_allow(allow)
     key = ('interpreter',) if isolation == 'interpreter' else ('process', memory, allow)
     with _default_lock:
