@@ -80,17 +80,22 @@ def _run_parser(sub):
     p = sub.add_parser(
         'run', help='run scripts, each in a fresh isolated interpreter, with limits',
         description='Run Python scripts, each in a fresh isolated interpreter that is never '
-                    'used again, with a time limit and an output limit, several at once. '
-                    'The exit status is 0 when every script ended ok, else 1. See '
-                    'docs/sandbox.md for what this isolation does and does not stop.')
+                    'used again, with a time limit and an output limit, several at once; '
+                    'with --isolation process, in confined worker processes, with a memory '
+                    'limit too. The exit status is 0 when every script ended ok, else 1. '
+                    'See docs/sandbox.md for what each isolation does and does not stop.')
     p.add_argument('scripts', nargs='+', metavar='SCRIPT', help="script files ('-': stdin)")
     p.add_argument('--timeout', type=float, default=5.0, metavar='SECONDS',
                    help='time limit per script (default 5)')
     p.add_argument('--output-limit', type=_size, default=1 << 20, metavar='SIZE',
                    help='stdout and stderr together, per script (default 1M)')
     p.add_argument('--memory', type=_size, metavar='SIZE',
-                   help='memory limit per script (process isolation only)')
-    p.add_argument('--isolation', choices=['interpreter', 'process'], default='interpreter')
+                   help='memory limit per script: of the worker process that runs it '
+                        '(process isolation only)')
+    p.add_argument('--isolation', choices=['interpreter', 'process'], default='interpreter',
+                   help='interpreter: fresh interpreters in this process, for code that is '
+                        'buggy rather than hostile (default); process: in confined worker '
+                        'processes, for hostile code')
     p.add_argument('--allow', action='append', default=[], metavar='WHAT',
                    help='let scripts do WHAT: subprocess, network, write, process, ctypes '
                         '(repeatable)')
@@ -98,23 +103,31 @@ def _run_parser(sub):
                    help='scripts at once (default: one per core)')
     p.add_argument('--json', action='store_true',
                    help="one JSON object per script and line, in the scripts' order")
-    p.add_argument('--recycle-after', type=int, default=RECYCLE_AFTER, metavar='N',
-                   help='past N scripts, run them in child processes, N each: CPython keeps '
-                        '~2.4 MiB of every interpreter, and a child takes it with it '
-                        f'(default {RECYCLE_AFTER})')
+    p.add_argument('--recycle-after', type=int, metavar='N',
+                   help='CPython keeps ~2.4 MiB of every interpreter: with interpreter '
+                        'isolation, past N scripts run them in child processes, N each '
+                        f'(default {RECYCLE_AFTER}); with process isolation, replace each '
+                        f'worker after N scripts (default {WORKER_RECYCLE_AFTER})')
     return p
 
 
 # CPython keeps ~2.4 MiB of every interpreter made and closed: past this
 # many scripts, `run` hands them to child processes, this many each.
 RECYCLE_AFTER = 400
+# Scripts per worker process with process isolation.
+WORKER_RECYCLE_AFTER = 100
 
 
 def _results_here(args, sources):
     """Result dicts (to_json() plus 'script'), in order, run in this process."""
     import os
     from . import sandbox
-    sb = sandbox.Sandbox(workers=args.jobs or os.cpu_count() or 1)
+    if args.isolation == 'process':
+        sb = sandbox.Sandbox(workers=args.jobs or os.cpu_count() or 1, isolation='process',
+                             memory=args.memory, allow=args.allow,
+                             recycle_after=args.recycle_after)
+    else:
+        sb = sandbox.Sandbox(workers=args.jobs or os.cpu_count() or 1)
     try:
         futures = [sb.submit(src, timeout=args.timeout, output_limit=args.output_limit,
                              allow=args.allow) for src in sources]
@@ -173,11 +186,10 @@ def _print_result(line):
 
 def _run(args):
     import json
-    if args.isolation == 'process':
-        print('subinterp run: error: --isolation process is not available yet',
-              file=sys.stderr)
-        return 2
-    if args.memory is not None:
+    if args.recycle_after is None:
+        args.recycle_after = (WORKER_RECYCLE_AFTER if args.isolation == 'process'
+                              else RECYCLE_AFTER)
+    if args.memory is not None and args.isolation != 'process':
         print('subinterp run: error: --memory needs --isolation process: interpreters in one '
               'process share its memory, so no limit per script can be promised',
               file=sys.stderr)
@@ -201,11 +213,13 @@ def _run(args):
                 sources.append(sys.stdin.read())
             else:
                 with open(path, encoding='utf-8') as f:
-                    sources.append(f.read() if len(args.scripts) <= args.recycle_after else '')
+                    in_children = (args.isolation == 'interpreter'
+                                   and len(args.scripts) > args.recycle_after)
+                    sources.append('' if in_children else f.read())
         except (OSError, UnicodeDecodeError) as exc:
             print(f'subinterp run: error: {path}: {exc}', file=sys.stderr)
             return 2
-    if len(sources) > args.recycle_after:
+    if args.isolation == 'interpreter' and len(sources) > args.recycle_after:
         if '-' in args.scripts:
             print("subinterp run: error: '-' (stdin) cannot be one of more than "
                   f'{args.recycle_after} scripts', file=sys.stderr)
@@ -230,7 +244,7 @@ def _run(args):
                 print(json.dumps(line), flush=True)
             else:
                 _print_result(line)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f'subinterp run: error: {exc}', file=sys.stderr)
         return 2
     finally:

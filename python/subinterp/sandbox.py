@@ -851,6 +851,8 @@ class Sandbox(_ProcessSandbox):
                 result.error = ScriptError(*outcome['error'])
                 if result.error.type == 'MemoryError':
                     result.status = 'memory'
+                    if not result.error.message:
+                        result.error.message = 'the script ran out of memory'
             if unshareable is not None and result.status == 'ok':
                 result.status = 'error'
                 result.error = ScriptError(

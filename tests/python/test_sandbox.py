@@ -4,6 +4,7 @@ left for the next script."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -342,7 +343,7 @@ class CommandLine(unittest.TestCase):
         self.assertEqual((proc.returncode, json.loads(proc.stdout)['value']), (0, 42))
         for args, message in [(['/no/such/script.py'], 'No such file'),
                               (['-', '--memory', '256M'], '--memory needs --isolation process'),
-                              (['-', '--isolation', 'process'], 'not available yet'),
+                              (['-', '--recycle-after', '0'], 'at least 1'),
                               (['-', '--jobs', '0'], '--jobs must be at least 1'),
                               (['-', '--allow', 'everything'], "unknown ['everything']")]:
             with self.subTest(args=args):
@@ -352,6 +353,101 @@ class CommandLine(unittest.TestCase):
         proc = self.run_cli('-', '--output-limit', '12X', input='1\n')
         self.assertEqual(proc.returncode, 2)
         self.assertIn('is not a size', proc.stderr)
+
+    @unittest.skipUnless(hasattr(sandbox._subinterp, 'lockdown')
+                         and sandbox._subinterp.landlock_abi() > 0,
+                         'process isolation needs libseccomp at build time and Landlock')
+    def test_process_isolation_with_a_memory_limit(self):
+        with tempfile.TemporaryDirectory() as folder:
+            paths = []
+            for name, source in [('ok.py', 'print("hi")\n6 * 7'),
+                                 ('bomb.py', 'x = []\nwhile True:\n    x.append(bytearray(10**7))'),
+                                 ('spawn.py', 'import os\nos.system("true")')]:
+                paths.append(os.path.join(folder, name))
+                with open(paths[-1], 'w') as f:
+                    f.write(source)
+            proc = self.run_cli(*paths, '--isolation', 'process', '--memory', '128M', '--json',
+                                '--timeout', '20')
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        self.assertEqual([line['status'] for line in lines], ['ok', 'memory', 'error'])
+        self.assertEqual((lines[0]['value'], lines[0]['stdout']), (42, 'hi\n'))
+        self.assertEqual(lines[2]['error']['type'], 'PermissionError')
+
+
+@unittest.skipUnless(hasattr(sandbox._subinterp, 'lockdown')
+                     and sandbox._subinterp.landlock_abi() > 0,
+                     'process isolation needs libseccomp at build time and Landlock')
+class ProcessIsolation(unittest.TestCase):
+    """isolation='process': scripts in confined worker processes."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sb = sandbox.Sandbox(workers=2, isolation='process', grace=0.5,
+                                 memory=256 << 20)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sb.close()
+
+    def test_results_and_values_cross_the_process_boundary(self):
+        value = {'a': [1, 2.5, 3j, 2**80, b'x', bytearray(b'y'), None, True],
+                 (1, 2): frozenset({'z'}), 's': {4}}
+        r = self.sb.run('print("out")\nimport sys\nprint("err", file=sys.stderr)\n'
+                        'result = dict(given)\nresult["n"] = n + 1',
+                        inputs={'given': value, 'n': 41})
+        self.assertEqual((r.status, r.stdout, r.stderr), ('ok', 'out\n', 'err\n'), r)
+        self.assertEqual(r.value, dict(value, n=42))
+        self.assertGreater(r.elapsed, 0)
+        r = self.sb.run('def f():\n    raise KeyError("k")\nf()')
+        self.assertEqual((r.status, r.error.type, r.error.message), ('error', 'KeyError', "'k'"))
+        self.assertIn('line 2, in f', r.error.traceback)
+
+    def test_what_cannot_cross(self):
+        r = self.sb.run('class C:\n    pass\nC()')
+        self.assertEqual(r.status, 'error')
+        self.assertIn('cannot leave', r.error.message)
+        with self.assertRaises(sandbox.NotShareableError):
+            self.sb.submit('1', inputs={'f': lambda: 0})
+        self.assertEqual(self.sb.run('1 + 1').value, 2)
+
+    def test_every_script_in_a_fresh_interpreter_in_a_worker(self):
+        seen = [self.sb.run('import os, subinterp\n(os.getpid(), subinterp.get_current().id)')
+                for _ in range(6)]
+        self.assertTrue(all(r.ok for r in seen), seen)
+        self.assertEqual(len({tuple(r.value) for r in seen}), 6)
+        self.assertNotIn(os.getpid(), {r.value[0] for r in seen})
+
+    def test_memory_limit(self):
+        r = self.sb.run('x = []\nwhile True:\n    x.append(bytearray(10**7))', timeout=20)
+        self.assertEqual((r.status, r.error.type), ('memory', 'MemoryError'), r.error)
+        r = self.sb.run('len(bytearray(50 << 20))')  # under the limit: fine
+        self.assertEqual((r.status, r.value), ('ok', 50 << 20))
+
+    def test_a_killed_worker_is_replaced(self):
+        with sandbox.Sandbox(workers=1, isolation='process') as sb:
+            self.assertEqual(sb.run('1').value, 1)  # its one worker is up
+            (victim,) = sb._pids
+            future = sb.submit('import time\ntime.sleep(30)', timeout=60)
+            time.sleep(0.5)
+            os.kill(victim, signal.SIGKILL)
+            r = future.result(30)
+            self.assertEqual((r.status, r.error.type), ('killed', 'WorkerDied'), r)
+            self.assertIn('SIGKILL', r.error.message)
+            self.assertEqual(sb.run('6 * 7').value, 42)
+            self.assertEqual(len(sb._pids), 2)
+
+    def test_recycling_after_k_scripts(self):
+        with sandbox.Sandbox(workers=1, isolation='process', recycle_after=3) as sb:
+            pids = [sb.run('import os\nos.getpid()').value for _ in range(7)]
+        self.assertEqual(len(set(pids)), 3, pids)
+        self.assertEqual(pids[:3], [pids[0]] * 3)
+
+    def test_allow_is_bounded_by_the_sandbox(self):
+        with self.assertRaisesRegex(ValueError, 'not allowed by this sandbox'):
+            self.sb.run('1', allow=['network'])
+        with self.assertRaises(ValueError):
+            sandbox.Sandbox(isolation='process', memory=-1)
 
 
 if __name__ == '__main__':
