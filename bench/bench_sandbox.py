@@ -1,23 +1,31 @@
 """The script runner against subprocess, side by side in one run.
 
-Small scripts (print a line, a little computation) run through
-subinterp.sandbox with interpreter isolation, and through
-`subprocess.run([python, '-I', '-c', src])` with the same limits (a
-preexec_fn applying RLIMIT_CPU and RLIMIT_AS, and the same timeout). Both
-use 2 at a time on this 2-core machine. Reported:
+Small scripts (print a line, a little computation) run three ways, 2 at a
+time on this 2-core machine:
 
+- subinterp.sandbox, isolation='process': confined worker processes, a
+  fresh sub-interpreter per script;
+- subinterp.sandbox, isolation='interpreter': fresh sub-interpreters in
+  this process;
+- `subprocess.run([python, '-I', '-c', src])` with the same limits (a
+  preexec_fn applying RLIMIT_CPU and RLIMIT_AS, and the same timeout).
+
+Reported:
 - latency of one script on a warm runner (one at a time; p50, p90);
-- throughput of many scripts;
-- the host's RSS before and after many scripts (recycling: a fresh
-  interpreter per script must not make the host grow without bound).
+- throughput, in interleaved rounds of subprocess and process isolation
+  (this VM's speed swings from round to round), then interpreter isolation;
+- memory per concurrently running script (PSS of the processes, or the
+  host's RSS growth per running interpreter);
+- the host's RSS over many scripts: steady with process isolation (workers
+  are recycled), growing with interpreter isolation (CPython keeps memory
+  of every interpreter made and closed).
 
-Ratios against the issue's targets come last. Process isolation is not
-built yet, so it has no row. The subprocess runs come first, before any
-sub-interpreter exists: preexec_fn makes subprocess fork(), which is unsafe
-once sub-interpreters exist.
+Ratios against the issue's targets come last. The host makes no
+sub-interpreter until the interpreter-isolation part, which runs last:
+preexec_fn makes subprocess fork(), unsafe once sub-interpreters exist.
 
     PYTHONPATH=build/rel-py3.13/python:python $PYENV_ROOT/versions/3.13.0/bin/python3 \\
-        bench/bench_sandbox.py [--scripts 1000]
+        bench/bench_sandbox.py [--scripts 1000] [--rounds 3] [--steady 10000]
 """
 
 import argparse
@@ -32,11 +40,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = 'x = sum(i * i for i in range(100)); print(x)'
+SLEEPER = 'import time; time.sleep(2)'
 
 
-def rss_mib():
-    with open('/proc/self/status') as f:
+def rss_mib(pid='self'):
+    with open(f'/proc/{pid}/status') as f:
         return int(re.search(r'VmRSS:\s+(\d+)', f.read()).group(1)) / 1024
+
+
+def pss_mib(pid):
+    try:
+        with open(f'/proc/{pid}/smaps_rollup') as f:
+            return int(re.search(r'Pss:\s+(\d+)', f.read()).group(1)) / 1024
+    except (OSError, AttributeError):
+        return 0.0
 
 
 def limits():
@@ -52,81 +69,173 @@ def one_subprocess(_=None):
     return time.perf_counter() - t
 
 
+def latency(fn, n=60):
+    times = []
+    for _ in range(n):
+        times.append(fn())
+        time.sleep(0.02)  # one at a time, with the runner's background work settled
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.9)] * 1000
+
+
+def timed_run(sb):
+    def run():
+        t = time.perf_counter()
+        r = sb.run(SOURCE, timeout=5)
+        assert r.ok, r
+        return time.perf_counter() - t
+    return run
+
+
+def rate(fn, n):
+    t = time.perf_counter()
+    fn(n)
+    return n / (time.perf_counter() - t)
+
+
+def subprocess_memory(k):
+    """Mean PSS (MiB) of k concurrent `python -I` running SLEEPER."""
+    procs = [subprocess.Popen([sys.executable, '-I', '-c', SLEEPER], preexec_fn=limits)
+             for _ in range(k)]
+    time.sleep(1.0)
+    pss = [pss_mib(p.pid) for p in procs]
+    for p in procs:
+        p.wait()
+    return sum(pss) / k
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--scripts', type=int, default=1000, help='scripts for throughput (1000)')
-    p.add_argument('--steady', type=int, default=1000,
-                   help='scripts for the memory check (1000; each costs the host ~2.4 MiB for good)')
+    p.add_argument('--scripts', type=int, default=1000, help='scripts per throughput run (1000)')
+    p.add_argument('--rounds', type=int, default=3, help='interleaved throughput rounds (3)')
+    p.add_argument('--steady', type=int, default=10000,
+                   help='scripts for the steady-memory check of process isolation (10000)')
+    p.add_argument('--steady-interpreter', type=int, default=1000,
+                   help='the same for interpreter isolation (1000; each costs the host '
+                        '~2.4 MiB for good)')
     args = p.parse_args()
     sys.path.insert(0, HERE)
     import _common
     _common.import_subinterp()
     from subinterp import sandbox
 
-    print(f'python {sys.version.split()[0]}; {os.cpu_count()} cores; script: {SOURCE!r}')
+    print(f'python {sys.version.split()[0]}; {os.cpu_count()} cores; script: {SOURCE!r}',
+          flush=True)
 
-    def latency(fn, n=60):
-        times = []
-        for _ in range(n):
-            times.append(fn())
-            time.sleep(0.02)  # one at a time, with the runner's background work settled
-        times.sort()
-        return times[len(times) // 2] * 1000, times[int(len(times) * 0.9)] * 1000
-
-    # The subprocesses first, while no sub-interpreter exists: preexec_fn
-    # makes subprocess fork(), which is unsafe once sub-interpreters exist
-    # (CPython's child hangs or aborts; the core warns).
+    # -- process isolation and subprocess, interleaved -------------------------
+    box = sandbox.Sandbox(workers=2, isolation='process', memory=256 << 20)
+    for _ in range(20):
+        box.run(SOURCE)
     lat_sp = latency(one_subprocess, n=30)
+    lat_pr = latency(timed_run(box))
     n_sp = max(100, args.scripts // 4)
-    with ThreadPoolExecutor(2) as ex:
-        t = time.perf_counter()
-        list(ex.map(one_subprocess, range(n_sp)))
-        sp_rate = n_sp / (time.perf_counter() - t)
+    sp_rates, pr_rates = [], []
+    for rnd in range(args.rounds):
+        with ThreadPoolExecutor(2) as ex:
+            sp_rates.append(rate(lambda n: list(ex.map(one_subprocess, range(n))), n_sp))
+        results = []
+        pr_rates.append(rate(lambda n: results.extend(box.map([SOURCE] * n, timeout=5)),
+                             args.scripts))
+        assert all(r.ok for r in results), [r for r in results if not r.ok][:1]
+        print(f'  round {rnd + 1}: subprocess {sp_rates[-1]:.0f}/s, process isolation '
+              f'{pr_rates[-1]:.0f}/s ({pr_rates[-1] / sp_rates[-1]:.2f}x)', flush=True)
 
+    # Memory per concurrently running script.
+    k = 2
+    mem_sp = subprocess_memory(k)
+    futures = [box.submit(SLEEPER, timeout=5) for _ in range(k)]
+    time.sleep(1.0)
+    live = [pid for pid in box._pids if os.path.exists(f'/proc/{pid}')]
+    mem_pr = sum(pss_mib(pid) for pid in live) / max(1, len(live))
+    for f in futures:
+        assert f.result().ok
+    print(f'\nmemory per running script ({k} at once): subprocess {mem_sp:.1f} MiB PSS, '
+          f'process isolation {mem_pr:.1f} MiB PSS per worker', flush=True)
+
+    # The host's memory over many scripts (workers recycled every 100).
+    host_before = rss_mib()
+    marks = []
+    done = 0
+    while done < args.steady:
+        n = min(1000, args.steady - done)
+        results = list(box.map([SOURCE] * n, timeout=5))
+        assert all(r.ok for r in results)
+        done += n
+        live = [pid for pid in box._pids if os.path.exists(f'/proc/{pid}')]
+        marks.append((done, rss_mib(), max((rss_mib(pid) for pid in live), default=0.0)))
+        print(f'  {done:6d} scripts: host RSS {marks[-1][1]:.1f} MiB, largest worker '
+              f'{marks[-1][2]:.1f} MiB', flush=True)
+    box.close()
+    host_after = marks[-1][1]
+
+    # -- interpreter isolation (sub-interpreters in this process from here) ----
     sb = sandbox.Sandbox(workers=2, spares=8)
     time.sleep(1.0)  # warm: spares made
     for _ in range(20):
         sb.run(SOURCE)
-
-    def sandboxed():
-        t = time.perf_counter()
-        r = sb.run(SOURCE, timeout=5)
-        assert r.ok, r
-        return time.perf_counter() - t
-
-    lat_sb = latency(sandboxed)
-    print(f"\n{'one script, warm':40} {'p50 ms':>8} {'p90 ms':>8}")
-    print(f"{'sandbox, interpreter isolation':40} {lat_sb[0]:8.2f} {lat_sb[1]:8.2f}")
-    print(f"{'subprocess python -I (rlimits)':40} {lat_sp[0]:8.2f} {lat_sp[1]:8.2f}")
-
-    t = time.perf_counter()
-    results = list(sb.map([SOURCE] * args.scripts, timeout=5))
-    sb_rate = args.scripts / (time.perf_counter() - t)
-    assert all(r.ok for r in results)
-    print(f"\n{'throughput, 2 at a time':40} {'scripts/s':>10}")
-    print(f"{'sandbox, interpreter isolation':40} {sb_rate:10.0f}   ({args.scripts} scripts)")
-    print(f"{'subprocess python -I (rlimits)':40} {sp_rate:10.0f}   ({n_sp} scripts)")
-
-    before = rss_mib()
-    for start in range(0, args.steady, 500):
-        list(sb.map([SOURCE] * min(500, args.steady - start), timeout=5))
-    time.sleep(1.0)  # closes finish
-    after = rss_mib()
+    lat_in = latency(timed_run(sb))
+    in_rates = []
+    for _ in range(args.rounds):
+        results = []
+        in_rates.append(rate(lambda n: results.extend(sb.map([SOURCE] * n, timeout=5)),
+                             args.scripts))
+        assert all(r.ok for r in results)
     sb.close()
-    print(f'\nhost RSS over {args.steady} more scripts: {before:.1f} -> {after:.1f} MiB '
-          f'({(after - before) * 1024 / args.steady:.1f} KiB per script)')
+    sb = sandbox.Sandbox(workers=k, spares=1)
+    time.sleep(1.0)
+    before = rss_mib()
+    futures = [sb.submit(SLEEPER, timeout=5) for _ in range(k)]
+    time.sleep(1.0)
+    mem_in = (rss_mib() - before) / k
+    for f in futures:
+        assert f.result().ok
+    in_before = rss_mib()
+    for start in range(0, args.steady_interpreter, 500):
+        list(sb.map([SOURCE] * min(500, args.steady_interpreter - start), timeout=5))
+    time.sleep(1.0)
+    in_after = rss_mib()
+    sb.close()
 
-    print('\ntargets (interpreter isolation):')
+    sp_rate, pr_rate, in_rate = (statistics.median(r) for r in (sp_rates, pr_rates, in_rates))
+    print(f"\n{'one script, warm':40} {'p50 ms':>8} {'p90 ms':>8}")
+    for name, (p50, p90) in [('sandbox, interpreter isolation', lat_in),
+                             ('sandbox, process isolation', lat_pr),
+                             ('subprocess python -I (rlimits)', lat_sp)]:
+        print(f'{name:40} {p50:8.2f} {p90:8.2f}')
+    print(f"\n{'throughput, 2 at a time (median)':40} {'scripts/s':>10}")
+    print(f"{'sandbox, interpreter isolation':40} {in_rate:10.0f}   "
+          f"({args.rounds} x {args.scripts} scripts)")
+    print(f"{'sandbox, process isolation':40} {pr_rate:10.0f}   "
+          f"({args.rounds} x {args.scripts} scripts)")
+    print(f"{'subprocess python -I (rlimits)':40} {sp_rate:10.0f}   ({args.rounds} x {n_sp} scripts)")
+    print(f"\n{'memory per running script':40} {'MiB':>10}")
+    print(f"{'sandbox, interpreter isolation':40} {mem_in:10.1f}   (host RSS growth)")
+    print(f"{'sandbox, process isolation':40} {mem_pr:10.1f}   (PSS per worker)")
+    print(f"{'subprocess python -I (rlimits)':40} {mem_sp:10.1f}   (PSS)")
+    print(f'\nhost RSS, process isolation, {args.steady} scripts: {host_before:.1f} -> '
+          f'{host_after:.1f} MiB; interpreter isolation, {args.steady_interpreter} scripts: '
+          f'{in_before:.1f} -> {in_after:.1f} MiB '
+          f'({(in_after - in_before) * 1024 / args.steady_interpreter:.0f} KiB per script)')
+
+    first_half = [m[1] for m in marks[len(marks) // 2:]]
+    steady = (max(first_half) - min(first_half)) < 20 if first_half else False
+    print('\ntargets:')
     for ok, text in [
-            (lat_sb[0] < 1.0, f'p50 latency {lat_sb[0]:.2f} ms (target < 1 ms; subprocess '
-                              f'{lat_sp[0]:.1f} ms)'),
-            (sb_rate >= 2 * sp_rate, f'throughput {sb_rate / sp_rate:.2f}x subprocess '
-                                     f'(target >= 2x)')]:
+            (lat_in[0] < 1.0, f'interpreter isolation p50 latency {lat_in[0]:.2f} ms '
+                              f'(target < 1 ms; subprocess {lat_sp[0]:.1f} ms)'),
+            (lat_pr[0] < 5.0, f'process isolation p50 latency {lat_pr[0]:.2f} ms (target < 5 ms)'),
+            (in_rate >= 2 * sp_rate, f'interpreter isolation throughput {in_rate / sp_rate:.2f}x '
+                                     f'subprocess (target >= 2x)'),
+            (pr_rate >= 1.5 * sp_rate, f'process isolation throughput {pr_rate / sp_rate:.2f}x '
+                                       f'subprocess (target >= 1.5x)'),
+            (mem_in <= 0.4 * mem_sp, f'interpreter isolation memory per running script '
+                                     f'{mem_in / mem_sp:.2f}x subprocess (target <= 0.4x)'),
+            (mem_pr <= 0.4 * mem_sp, f'process isolation memory per running script '
+                                     f'{mem_pr / mem_sp:.2f}x subprocess (target <= 0.4x)'),
+            (steady, f'host memory steady over {args.steady} scripts with process isolation '
+                     f'(second half within 20 MiB)')]:
         print(f"  {'PASS' if ok else 'MISS'}  {text}")
-    print('  ----  host memory: CPython keeps ~1.7-2.7 MiB per interpreter made and closed '
-          '(see bench_server.py --recycling), so a host that runs many scripts must be '
-          'recycled; process isolation will do that')
 
 
 if __name__ == '__main__':
