@@ -82,7 +82,9 @@ class Result:
 # with __sandbox_ and live in __main__, where the script cannot reach them
 # (the script runs in a namespace of its own).
 _PRELUDE = r'''
-import _ast, builtins, io, sys  # _ast's ~100 node types cost ~2 ms: made ahead
+# Made ahead, with the interpreter: _ast's ~100 node types cost ~2 ms; os
+# (which site imports, but a host started with -S does not), ~2.5 ms.
+import _ast, _signal, builtins, io, os, posix, sys
 
 
 class __sandbox_OutputLimit__(BaseException):
@@ -438,8 +440,8 @@ class _Watchdog:
 class _WorkerProcess:
     """One sandbox worker process, as the host sees it."""
 
-    def __init__(self, proc, to_worker, from_worker, scratch):
-        self.proc, self.to_worker, self.from_worker = proc, to_worker, from_worker
+    def __init__(self, pid, to_worker, from_worker, scratch):
+        self.pid, self.to_worker, self.from_worker = pid, to_worker, from_worker
         self.scratch = scratch
         self.ready = False
         self.info = None
@@ -452,6 +454,113 @@ class _Broken(Exception):
 
 def _frame_limit(value_limit):
     return 2 * value_limit + (64 << 20)  # the value, and output and error texts
+
+
+class _Launcher:
+    """The host's side of the launcher process (subinterp._sandbox_worker):
+    asks it for workers, learns their exit status, kills them."""
+
+    def __init__(self, boot, env):
+        import socket
+        import subprocess
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.set_inheritable(False)
+        try:
+            # exec, never a bare fork: this process may have sub-interpreters.
+            self.proc = subprocess.Popen(
+                [sys.executable, '-I', '-S', '-c', boot, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, start_new_session=True, env=env)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self._socket = socket
+        self._lock = threading.Lock()    # one spawn request at a time
+        self._cv = threading.Condition()
+        self._spawned = queue.Queue()
+        self._status = {}                # pid: exit status (negative: signal)
+        self._gone = False
+        self._reader = threading.Thread(target=self._read, name='subinterp-sandbox-launcher',
+                                        daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        while True:
+            try:
+                msg = self.sock.recv(1 << 16)
+            except OSError:
+                msg = b''
+            if not msg:
+                with self._cv:
+                    self._gone = True
+                    self._cv.notify_all()
+                self._spawned.put(None)
+                return
+            kind, *rest = _subinterp.loads(msg)
+            if kind == 'exited':
+                with self._cv:
+                    self._status[rest[0]] = rest[1]
+                    self._cv.notify_all()
+            else:
+                self._spawned.put((kind, rest))
+
+    def spawn(self, config, fds):
+        """A new worker's pid; `fds` (its input and output pipe ends) go to it."""
+        with self._lock:
+            if self._gone:
+                raise RuntimeError(f'the sandbox launcher process ended '
+                                   f'(exit status {self.proc.poll()})')
+            self._socket.send_fds(self.sock, [_subinterp.dumps(('spawn', config))], list(fds))
+            try:
+                answer = self._spawned.get(timeout=30)
+            except queue.Empty:
+                raise RuntimeError('the sandbox launcher process did not answer') from None
+        if answer is None:
+            raise RuntimeError(f'the sandbox launcher process ended (exit status '
+                               f'{self.proc.poll()})')
+        kind, rest = answer
+        if kind != 'spawned':
+            raise RuntimeError(f'the sandbox launcher refused: {rest}')
+        return rest[0]
+
+    def wait(self, pid, timeout):
+        """The exit status of worker `pid` (None if it is not known in time)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while pid not in self._status and not self._gone:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cv.wait(left)
+            return self._status.pop(pid, None)
+
+    def kill(self, pid):
+        """SIGKILL to worker `pid` and its session (any child it made),
+        unless it is known to have ended."""
+        import signal
+        with self._cv:
+            if pid in self._status or self._gone:
+                return
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def close(self):
+        """Ends the launcher, which kills the workers left."""
+        import subprocess
+        try:
+            self.sock.shutdown(self._socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        self.sock.close()
 
 
 class _ProcessSandbox:
@@ -511,8 +620,11 @@ class _ProcessSandbox:
                      'LSAN_OPTIONS', 'TSAN_OPTIONS', 'PYTHONMALLOC'):
             if name in os.environ:
                 self._env[name] = os.environ[name]
-        self._boot = ('import sys; sys.path[:0] = ' + repr(homes) +
-                      '; from subinterp._sandbox_worker import main; sys.exit(main())')
+        self._env['PYTHONMALLOC'] = 'malloc'  # see docs/sandbox.md: 0.2 MiB kept per interpreter, not 1.7
+        boot = ('import sys; sys.path[:0] = ' + repr(homes) +
+                '; from subinterp._sandbox_worker import launcher_main; '
+                'launcher_main(int(sys.argv[1]))')
+        self._launcher = _Launcher(boot, self._env)
         self._pids = set()  # every worker process started
         self._reaper = queue.Queue()
         self._rmtree = shutil.rmtree
@@ -523,32 +635,24 @@ class _ProcessSandbox:
     # -- worker processes ---------------------------------------------------
 
     def _spawn(self):
-        import subprocess
         import tempfile
         scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-w')
         to_r, to_w = os.pipe2(os.O_CLOEXEC)
         from_r, from_w = os.pipe2(os.O_CLOEXEC)
+        cpu = self.recycle_after * ((self._longest or 60) + self.grace + 1) + 60
         try:
-            # exec, never a bare fork: this process has sub-interpreters.
-            proc = subprocess.Popen(
-                [sys.executable, '-I', '-S', '-c', self._boot, str(to_r), str(from_w)],
-                pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                start_new_session=True, env=self._env, cwd=scratch)
+            pid = self._launcher.spawn(dict(self._config, scratch=scratch, cpu=int(cpu)),
+                                       (to_r, from_w))
         except BaseException:
-            for fd in (to_r, to_w, from_r, from_w):
+            for fd in (to_w, from_r):
                 os.close(fd)
             self._rmtree(scratch, ignore_errors=True)
             raise
-        os.close(to_r)
-        os.close(from_w)
-        self._pids.add(proc.pid)
-        worker = _WorkerProcess(proc, to_w, from_r, scratch)
-        cpu = self.recycle_after * ((self._longest or 60) + self.grace + 1) + 60
-        try:
-            self._wire.write_frame(to_w, dict(self._config, scratch=scratch, cpu=int(cpu)))
-        except OSError:
-            pass  # it died at once: seen when its answer is read
-        return worker
+        finally:
+            os.close(to_r)
+            os.close(from_w)
+        self._pids.add(pid)
+        return _WorkerProcess(pid, to_w, from_r, scratch)
 
     def _reap(self):
         while True:
@@ -560,38 +664,22 @@ class _ProcessSandbox:
     def _end(self, worker, kill):
         """Ends `worker` (at once when `kill`, else after its last script)
         and removes its scratch folder; returns its exit status."""
-        import subprocess
-        for fd in (worker.to_worker,):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        worker.to_worker = -1
-        if kill:
-            self._kill(worker)
         try:
-            rc = worker.proc.wait(timeout=self.grace + 5)
-        except subprocess.TimeoutExpired:
-            self._kill(worker)
-            rc = worker.proc.wait()
+            os.close(worker.to_worker)  # the worker's end of input: it exits
+        except OSError:
+            pass
+        if kill:
+            self._launcher.kill(worker.pid)
+        rc = self._launcher.wait(worker.pid, self.grace + 5)
+        if rc is None:
+            self._launcher.kill(worker.pid)
+            rc = self._launcher.wait(worker.pid, 10)
         try:
             os.close(worker.from_worker)
         except OSError:
             pass
         self._rmtree(worker.scratch, ignore_errors=True)
         return rc
-
-    @staticmethod
-    def _kill(worker):
-        import signal
-        try:
-            os.killpg(worker.proc.pid, signal.SIGKILL)  # its session: any child too
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            worker.proc.kill()
-        except (ProcessLookupError, OSError):
-            pass
 
     def _read(self, worker, deadline):
         """The worker's next frame, or None when the deadline passes."""
@@ -726,6 +814,7 @@ class _ProcessSandbox:
     def _close_process(self):
         self._reaper.put(None)
         self._reaper_thread.join()
+        self._launcher.close()
 
 
 
@@ -843,48 +932,24 @@ class Sandbox(_ProcessSandbox):
                 outcome = interp.call(getattr, _MAIN_MODULE, '__sandbox_outcome__')
         except BaseException as e:
             job.done = True
-            result = Result('error', elapsed=time.monotonic() - job.start, error=_error_of(e))
+            error = _error_of(e)
+            outcome = {'status': 'error', 'value': None, 'stdout': '', 'stderr': '',
+                       'error': (error.type, error.message, error.traceback)}
         else:
             job.done = True
-            threads = outcome.get('threads', ())
-            result = Result(outcome['status'], value=outcome['value'], stdout=outcome['stdout'],
-                            stderr=outcome['stderr'], elapsed=time.monotonic() - job.start)
-            if outcome['error']:
-                result.error = ScriptError(*outcome['error'])
-                if result.error.type == 'MemoryError':
-                    result.status = 'memory'
-                    if not result.error.message:
-                        result.error.message = 'the script ran out of memory'
-            if unshareable is not None and result.status == 'ok':
-                result.status = 'error'
-                result.error = ScriptError(
-                    type(unshareable).__name__,
-                    f"the script's value cannot leave its interpreter: {unshareable}", '')
-        if job.timed_out:
-            result.status = 'timeout'
-            result.value = None
-            tb = result.error.traceback if result.error else ''
-            result.error = ScriptError('TimeoutError',
-                                       f'the script ran past its time limit ({timeout} s)', tb)
-        result.stuck = job.abandoned
-        if threads and not job.abandoned:
-            # Threads the script started and left running: told to stop
-            # (SystemExit), given the grace period; an interpreter with a
-            # thread that will not stop cannot be closed, and is left behind.
-            for ident in threads:
-                try:
-                    _subinterp.raise_in(interp.id, ident, 'SystemExit')
-                except Exception:
-                    pass
-            try:
-                interp.exec(f'__sandbox_stopped__ = __sandbox_join__({time.monotonic() + self.grace!r})')
-                stopped = interp.call(getattr, _MAIN_MODULE, '__sandbox_stopped__')
-            except Exception:
-                stopped = False
-            if not stopped:
-                result.stuck = True
-                _left_behind.append(interp)
-                return result
+            threads = outcome.pop('threads', ())
+            if unshareable is not None and outcome['status'] == 'ok':
+                outcome['status'] = 'error'
+                outcome['error'] = (type(unshareable).__name__,
+                                    f"the script's value cannot leave its interpreter: "
+                                    f"{unshareable}", '')
+        outcome['elapsed'] = time.monotonic() - job.start
+        outcome['stuck'] = job.abandoned
+        result = _result_of(_settle(outcome, job.timed_out, timeout))
+        if threads and not job.abandoned and not _stop_threads(interp, threads, self.grace):
+            result.stuck = True
+            _left_behind.append(interp)  # cannot be closed while its thread runs
+            return result
         self._closer.close_later(interp, scratch)
         return result
 
@@ -986,6 +1051,47 @@ class Sandbox(_ProcessSandbox):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _settle(outcome, timed_out, timeout):
+    """Final status of an outcome dict (status, value, stdout, stderr, error
+    as (type, message, traceback), ...): a MemoryError is 'memory', a script
+    the time limit was raised in is 'timeout'."""
+    error = outcome.get('error')
+    if error and error[0] == 'MemoryError' and outcome['status'] == 'error':
+        outcome['status'] = 'memory'
+        if not error[1]:
+            outcome['error'] = (error[0], 'the script ran out of memory', error[2])
+    if timed_out:
+        outcome['status'] = 'timeout'
+        outcome['value'] = None
+        tb = outcome['error'][2] if outcome.get('error') else ''
+        outcome['error'] = ('TimeoutError', f'the script ran past its time limit ({timeout} s)',
+                            tb)
+    return outcome
+
+
+def _result_of(outcome):
+    error = outcome.get('error')
+    return Result(outcome['status'], value=outcome['value'], stdout=outcome['stdout'],
+                  stderr=outcome['stderr'], elapsed=outcome['elapsed'],
+                  error=ScriptError(*error) if error else None,
+                  stuck=outcome.get('stuck', False))
+
+
+def _stop_threads(interp, threads, grace):
+    """Stops threads a script left running in `interp`: SystemExit in each,
+    then `grace` seconds to end. Whether they all did."""
+    for ident in threads:
+        try:
+            _subinterp.raise_in(interp.id, ident, 'SystemExit')
+        except Exception:
+            pass
+    try:
+        interp.exec(f'__sandbox_stopped__ = __sandbox_join__({time.monotonic() + grace!r})')
+        return interp.call(getattr, _MAIN_MODULE, '__sandbox_stopped__') is True
+    except Exception:
+        return False
 
 
 def _check_allow(allow):

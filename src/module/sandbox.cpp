@@ -5,6 +5,7 @@
 #include <Python.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -185,7 +186,8 @@ void apply_seccomp(bool subprocess, bool network, bool signals) {
     ~Release() { seccomp_release(ctx); }
   } release{ctx};
   const std::uint32_t deny = SCMP_ACT_ERRNO(EPERM);
-  int rc = 0;
+  // Every thread of the process, not only the caller.
+  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
   auto rule = [&](int nr, std::uint32_t action = SCMP_ACT_ERRNO(EPERM)) {
     if (rc == 0) rc = seccomp_rule_add(ctx, action, nr, 0);
   };
@@ -239,7 +241,9 @@ void apply_seccomp(bool subprocess, bool network, bool signals) {
     }
   }
   if (!network) {
-    for (int nr : {SCMP_SYS(socket), SCMP_SYS(socketpair)}) rule(nr);
+    // New sockets; socketpair() stays (a connected pair inside the process,
+    // as asyncio's event loop makes).
+    rule(SCMP_SYS(socket));
   }
   if (!signals) {
     // Signals to this process only.
@@ -285,20 +289,24 @@ void drop_capabilities() {
 }
 
 // lockdown(*, write_roots, read_roots=None, subprocess=False, network=False,
-//          signals=False) -> dict
-// For a sandbox worker process, on itself, once, for good: no new
-// privileges, no capabilities, the Landlock ruleset (when the kernel has Landlock), then the
+//          signals=False, die_with_parent=False) -> dict
+// For a sandbox worker process, on itself, once, for good (call it before
+// the process has other threads: Landlock confines the calling thread and
+// the threads it starts later; the seccomp filter covers every thread):
+// SIGKILL when its parent dies (die_with_parent), no new privileges, no
+// capabilities, the Landlock ruleset (when the kernel has Landlock), then the
 // seccomp filter. Returns what was applied: {'landlock': ABI or 0,
 // 'seccomp': bool}. Raises OSError when a step fails, RuntimeError when the
 // module was built without libseccomp.
 PyObject* m_lockdown(PyObject* module, PyObject* args, PyObject* kwargs) {
   static const char* kwlist[] = {"write_roots", "read_roots", "subprocess", "network",
-                                 "signals",     nullptr};
+                                 "signals",     "die_with_parent", nullptr};
   PyObject* write_roots = nullptr;
   PyObject* read_roots = Py_None;
-  int subprocess = 0, network = 0, signals = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOppp:lockdown", const_cast<char**>(kwlist),
-                                   &write_roots, &read_roots, &subprocess, &network, &signals)) {
+  int subprocess = 0, network = 0, signals = 0, die_with_parent = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOpppp:lockdown", const_cast<char**>(kwlist),
+                                   &write_roots, &read_roots, &subprocess, &network, &signals,
+                                   &die_with_parent)) {
     return nullptr;
   }
   if (write_roots == nullptr) {
@@ -313,6 +321,9 @@ PyObject* m_lockdown(PyObject* module, PyObject* args, PyObject* kwargs) {
 #else
     std::vector<std::string> writes = paths_of(write_roots, "write_roots must be a sequence");
     std::vector<std::string> reads = paths_of(read_roots, "read_roots must be a sequence");
+    if (die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) {
+      os_error("prctl(PR_SET_PDEATHSIG)");
+    }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) os_error("prctl(PR_SET_NO_NEW_PRIVS)");
     drop_capabilities();
     int abi = apply_landlock(writes, reads, read_roots != Py_None);
@@ -334,7 +345,8 @@ PyMethodDef sandbox_functions[] = {
     {"loads", m_loads, METH_O, "loads(bytes) -> obj"},
     {"lockdown", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_lockdown)),
      METH_VARARGS | METH_KEYWORDS,
-     "lockdown(*, write_roots, read_roots=None, subprocess=False, network=False, signals=False)"},
+     "lockdown(*, write_roots, read_roots=None, subprocess=False, network=False, signals=False, "
+     "die_with_parent=False)"},
     {"landlock_abi", m_landlock_abi, METH_NOARGS, "landlock_abi() -> int"},
     {nullptr, nullptr, 0, nullptr},
 };

@@ -266,7 +266,8 @@ class InterpreterEscapes(EscapeSuite, unittest.TestCase):
                 continue
             with self.subTest(attack=attack.name):
                 code = textwrap.dedent(f'''
-                    import json
+                    import faulthandler, json
+                    faulthandler.dump_traceback_later(40, exit=True)  # a hang shows where
                     from subinterp import sandbox
                     sb = sandbox.Sandbox(workers=1, grace=0.5)
                     r = sb.run({attack.source!r}, timeout=0.5)
