@@ -24,8 +24,9 @@ their results. Its confinement, in order:
      owners changed);
   5. with a memory limit, RLIMIT_AS, once its first interpreter is made.
 
-A script's result is made into bytes (the core's wire format: data only)
-inside the script's own interpreter: the worker's main interpreter never
+A script is compiled by the worker (only parsed there); its result is made
+into bytes (the core's wire format: data only) inside the script's own
+interpreter (_subinterp.main_wire): the worker's main interpreter never
 rebuilds an object that the script made.
 
 Frames between host and worker: an 8-byte little-endian length, then a
@@ -318,9 +319,6 @@ class _Worker:
         from . import create
         interp = create()
         interp.exec(self.sandbox._PRELUDE_CODE)
-        interp.exec(_WIRE_PRELUDE_CODE)
-        interp.prepare_main({'__sandbox_extension__': _subinterp.__file__})
-        interp.exec(_WIRE_LOAD_CODE)
         return interp
 
     def reply(self, data):
@@ -343,30 +341,37 @@ class _Worker:
     def run(self, source, inputs, timeout, output_limit, allow):
         import tempfile
         interp, self.spare = self.spare or self.make_spare(), None
-        scratch = tempfile.mkdtemp(prefix='script-', dir=self.config['scratch'])
+        scratch = os.path.realpath(tempfile.mkdtemp(prefix='script-', dir=self.config['scratch']))
         start = time.monotonic()
         self.timeout, self.answered = timeout, False
         if timeout is not None:
             self.watchdog.arm(start + timeout, interp.id, threading.get_ident())
+        sandbox = self.sandbox
+        threads = ()
         try:
-            interp.prepare_main({'__sandbox_limit__': output_limit,
-                                 '__sandbox_source__': source,
-                                 '__sandbox_inputs__': inputs,
-                                 '__sandbox_allow__': tuple(sorted(allow)),
-                                 '__sandbox_scratch__': scratch})
-            interp.exec(_WIRE_RUN_CODE)
-            data = interp.call(getattr, self.sandbox._MAIN_MODULE, '__sandbox_reply__')
-            threads = interp.call(getattr, self.sandbox._MAIN_MODULE, '__sandbox_threads_left__')
-            failure = None
+            # Compiled here: the script's interpreter need not load the
+            # compiler's AST types (~2 ms). Hostile source only parses here.
+            code, last = sandbox._compile(source)
         except BaseException as e:
-            data, threads, failure = None, (), e
+            outcome = sandbox._failed_outcome(e)
+        else:
+            try:
+                interp.prepare_main({'__sandbox_limit__': output_limit,
+                                     '__sandbox_code__': code,
+                                     '__sandbox_last__': last,
+                                     '__sandbox_inputs__': inputs,
+                                     '__sandbox_allow__': tuple(sorted(allow)),
+                                     '__sandbox_scratch__': scratch})
+                interp.exec(sandbox._RUN_CODE)
+                outcome = self.outcome_of(interp)
+                threads = outcome.pop('threads', ())
+                if not isinstance(threads, tuple) or not all(isinstance(t, int) for t in threads):
+                    threads = ()
+            except BaseException as e:
+                outcome = {'status': 'error', 'value': None, 'stdout': '', 'stderr': '',
+                           'error': (type(e).__name__, sandbox._safe_str(e), '')}
         timed_out = self.watchdog.disarm()
-        elapsed = time.monotonic() - start
-        # The reply is data only (wire format): safe to read here.
-        outcome = (_subinterp.loads(data) if data is not None else
-                   {'status': 'error', 'value': None, 'stdout': '', 'stderr': '',
-                    'error': (type(failure).__name__, str(failure), '')})
-        outcome['elapsed'] = elapsed
+        outcome['elapsed'] = time.monotonic() - start
         outcome['stuck'] = False
         self.sandbox._settle(outcome, timed_out, timeout)
         stuck = False
@@ -385,6 +390,23 @@ class _Worker:
             os._exit(0)  # a thread that will not stop: the worker ends with it
         self.used.append(interp)
 
+    def outcome_of(self, interp):
+        """The script's outcome dict, as data made in its own interpreter
+        (wire bytes, read here with the checked decoder: nothing the script
+        made is rebuilt in this interpreter)."""
+        try:
+            data = _subinterp.main_wire(interp.id, '__sandbox_outcome__')
+        except self.sandbox.NotShareableError as e:
+            interp.exec('__sandbox_outcome__["value"] = None')
+            data = _subinterp.main_wire(interp.id, '__sandbox_outcome__')
+            outcome = _checked(_subinterp.loads(data))
+            if outcome.get('status') == 'ok':
+                outcome['status'] = 'error'
+                outcome['error'] = ('NotShareableError', "the script's value cannot leave the "
+                                    f"worker process: {e}", '')
+            return outcome
+        return _checked(_subinterp.loads(data))
+
     def idle(self):
         """Between scripts: a spare ready, then used interpreters closed
         one at a time while no script waits (under load they wait for the
@@ -393,6 +415,21 @@ class _Worker:
             self.spare = self.make_spare()
         while self.used and not select.select([self.fd_in], [], [], 0)[0]:
             self.used.pop().close()
+
+
+def _checked(outcome):
+    """`outcome` if it has the shape the prelude gives it; a script that
+    reached into the prelude may have made it anything."""
+    from . import sandbox
+    error = outcome.get('error') if isinstance(outcome, dict) else None
+    if (isinstance(outcome, dict) and outcome.get('status') in sandbox.STATUSES
+            and isinstance(outcome.get('stdout'), str) and isinstance(outcome.get('stderr'), str)
+            and (error is None or (isinstance(error, tuple) and len(error) == 3
+                                   and all(isinstance(part, str) for part in error)))):
+        return outcome
+    return {'status': 'error', 'value': None, 'stdout': '', 'stderr': '', 'threads': (),
+            'error': ('SandboxError', "the script's result does not have the sandbox's shape "
+                                      '(the script changed the sandbox)', '')}
 
 
 def worker_main(fd_in, fd_out, config):
@@ -444,46 +481,6 @@ def _clear(root):
                 os.unlink(path)
             except OSError:
                 pass
-
-
-# In each fresh interpreter of a worker, after the sandbox prelude: the
-# extension, loaded on its own (not the subinterp package, ~20 ms), for
-# dumps() of the result where the script's objects live.
-_WIRE_PRELUDE = r'''
-def __sandbox_wire_run__(source, inputs, limit, allow, scratch):
-    outcome = __sandbox_run__(source, inputs, limit, allow, scratch)
-    threads = outcome.pop('threads', ())
-    try:
-        return __sandbox_ext__.dumps(outcome), threads
-    except BaseException as e:
-        if outcome['status'] == 'ok':
-            outcome['status'] = 'error'
-            outcome['error'] = (type(e).__name__, "the script's value cannot leave the worker "
-                                f"process: {__sandbox_safe_str__(e)}", '')
-        outcome['value'] = None
-        return __sandbox_ext__.dumps(outcome), threads
-'''
-
-_WIRE_LOAD = r'''
-import importlib.machinery as __m, importlib.util as __u
-__spec = __u.spec_from_file_location('subinterp._subinterp', __sandbox_extension__,
-                                      loader=__m.ExtensionFileLoader('subinterp._subinterp',
-                                                                    __sandbox_extension__))
-__sandbox_ext__ = __u.module_from_spec(__spec)
-__spec.loader.exec_module(__sandbox_ext__)
-del __m, __u, __spec, __sandbox_extension__
-'''
-
-_WIRE_RUN = '''
-__sandbox_reply__, __sandbox_threads_left__ = __sandbox_wire_run__(
-    __sandbox_source__, __sandbox_inputs__, __sandbox_limit__, __sandbox_allow__,
-    __sandbox_scratch__)
-del __sandbox_source__, __sandbox_inputs__
-'''
-
-_WIRE_PRELUDE_CODE = compile(_WIRE_PRELUDE, '<sandbox wire prelude>', 'exec')
-_WIRE_LOAD_CODE = compile(_WIRE_LOAD, '<sandbox wire load>', 'exec')
-_WIRE_RUN_CODE = compile(_WIRE_RUN, '<sandbox run>', 'exec')
 
 
 if __name__ == '__main__':

@@ -82,9 +82,10 @@ class Result:
 # with __sandbox_ and live in __main__, where the script cannot reach them
 # (the script runs in a namespace of its own).
 _PRELUDE = r'''
-# Made ahead, with the interpreter: _ast's ~100 node types cost ~2 ms; os
-# (which site imports, but a host started with -S does not), ~2.5 ms.
-import _ast, _signal, builtins, io, os, posix, sys
+# Only modules every interpreter has loaded already: os costs ~2.5 ms where
+# site did not import it (a worker runs with -S), and is imported here only
+# when a script writes a file. Scripts come compiled (by the caller).
+import _signal, builtins, io, posix, sys
 
 
 class __sandbox_OutputLimit__(BaseException):
@@ -126,7 +127,6 @@ def __sandbox_policy__(allow, scratch):
     """An audit hook for this interpreter: what `allow` does not name is
     refused with PermissionError. It holds against code that is buggy, not
     against code that sets out to escape (ctypes, C extensions)."""
-    import os
     denied = {
         'subprocess': {'subprocess.Popen', 'os.system', 'os.exec', 'os.posix_spawn',
                        'os.spawn', 'os.fork', 'os.forkpty', 'pty.spawn', 'os.startfile'},
@@ -145,8 +145,8 @@ def __sandbox_policy__(allow, scratch):
             for event in events:
                 refused[event] = what
     writes = 'write' not in allow
-    base = os.path.realpath(scratch) + os.sep if scratch else None
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    base = scratch + '/' if scratch else None  # real path, given by the caller
+    write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
     path_events = {'os.remove', 'os.rename', 'os.replace', 'os.mkdir', 'os.rmdir',
                    'os.chmod', 'os.chown', 'os.truncate', 'os.symlink', 'os.link',
                    'os.utime', 'shutil.rmtree', 'shutil.move', 'shutil.copyfile'}
@@ -154,6 +154,7 @@ def __sandbox_policy__(allow, scratch):
     def inside(path):
         if base is None or isinstance(path, int):
             return False
+        import os
         try:
             return os.path.realpath(os.fsdecode(path)).startswith(base)
         except (TypeError, ValueError):
@@ -181,7 +182,7 @@ def __sandbox_policy__(allow, scratch):
                                       f'(only under SCRATCH, or allow="write")')
         elif event in path_events:
             for path in args:
-                if isinstance(path, (str, bytes, os.PathLike)) and not inside(path):
+                if isinstance(path, (str, bytes)) and not inside(path):
                     raise PermissionError(f'{event} on {path!r} is not allowed in the sandbox '
                                           f'(only under SCRATCH, or allow="write")')
 
@@ -189,15 +190,17 @@ def __sandbox_policy__(allow, scratch):
     if 'process' not in allow:
         # Calls that end the whole process at once, with no audit event.
         # (_signal, not signal: that imports enum, ~3 ms in a fresh
-        # interpreter; signal takes its functions from _signal on import.)
-        import posix, _signal
+        # interpreter; signal takes its functions from _signal on import.
+        # Both are imported at the top of the prelude.)
 
         def refuse(name):
             def refused_call(*args, **kwargs):
                 raise PermissionError(f'{name} is not allowed in the sandbox: it would end the '
                                       f'whole process (allow=\'process\')')
             return refused_call
-        for module in {os, posix}:
+        # os takes these from posix when it is first imported, and where it
+        # is imported already (site), it is patched too.
+        for module in {posix, sys.modules.get('os', posix)}:
             module._exit, module.abort = refuse('os._exit'), refuse('os.abort')
         _signal.raise_signal = refuse('signal.raise_signal')
 
@@ -225,7 +228,9 @@ def __sandbox_join__(deadline):
     return not __sandbox_threads__()
 
 
-def __sandbox_run__(source, inputs, limit, allow=(), scratch=None):
+def __sandbox_run__(code, last, inputs, limit, allow=(), scratch=None):
+    """Runs `code` (the script but a last expression statement) and then
+    `last` (that expression, or None), both compiled by the caller."""
     box = {'left': limit, 'over': False, 'limit': limit}
     out, err = __sandbox_Capped__('<stdout>', box), __sandbox_Capped__('<stderr>', box)
     ns = {'__name__': '__main__', '__builtins__': builtins, 'SCRATCH': scratch}
@@ -234,13 +239,9 @@ def __sandbox_run__(source, inputs, limit, allow=(), scratch=None):
     sys.stdout, sys.stderr = out, err
     outcome = {'status': 'ok', 'error': None, 'value': None}
     try:
-        tree = compile(source, '<script>', 'exec', _ast.PyCF_ONLY_AST)
-        last = None
-        if tree.body and isinstance(tree.body[-1], _ast.Expr):
-            last = _ast.Expression(tree.body.pop().value)
-        exec(compile(tree, '<script>', 'exec'), ns)
+        exec(code, ns)
         if last is not None:
-            outcome['value'] = eval(compile(last, '<script>', 'eval'), ns)
+            outcome['value'] = eval(last, ns)
         else:
             outcome['value'] = ns.get('result')
     except __sandbox_OutputLimit__:
@@ -366,10 +367,37 @@ class _Closer:
 
 # Runs in the fresh interpreter, after prepare_main() gave it the names.
 _RUN = '''
-__sandbox_outcome__ = __sandbox_run__(__sandbox_source__, __sandbox_inputs__, __sandbox_limit__,
-                                      __sandbox_allow__, __sandbox_scratch__)
-del __sandbox_source__, __sandbox_inputs__
+__sandbox_outcome__ = __sandbox_run__(__sandbox_code__, __sandbox_last__, __sandbox_inputs__,
+                                      __sandbox_limit__, __sandbox_allow__, __sandbox_scratch__)
+del __sandbox_code__, __sandbox_last__, __sandbox_inputs__
 '''
+
+
+def _compile(source):
+    """(code, last): the script compiled, its last statement apart when it
+    is an expression (its value is the script's). SyntaxError and the like
+    propagate."""
+    import ast
+    tree = compile(source, '<script>', 'exec', ast.PyCF_ONLY_AST)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = compile(ast.Expression(tree.body.pop().value), '<script>', 'eval')
+    return compile(tree, '<script>', 'exec'), last
+
+
+def _failed_outcome(e):
+    """The outcome of a script that could not start (it did not compile)."""
+    import traceback
+    return {'status': 'error', 'value': None, 'stdout': '', 'stderr': '',
+            'error': (type(e).__name__, _safe_str(e),
+                      ''.join(traceback.format_exception_only(type(e), e)))}
+
+
+def _safe_str(e):
+    try:
+        return str(e)
+    except BaseException as inner:
+        return f'<str() of the exception failed: {type(inner).__name__}>'
 
 _PRELUDE_CODE = compile(_PRELUDE, '<sandbox prelude>', 'exec')
 _RUN_CODE = compile(_RUN, '<sandbox run>', 'exec')
@@ -916,11 +944,20 @@ class Sandbox(_ProcessSandbox):
             job.deadline = job.start + timeout
             self._watchdog.add(job.deadline, job)
         try:
+            code, last = _compile(source)
+        except BaseException as e:
+            job.done = True
+            outcome = _failed_outcome(e)
+            outcome['elapsed'] = time.monotonic() - job.start
+            self._closer.close_later(interp, scratch)  # never ran: still clean, but not reused
+            return _result_of(_settle(outcome, job.timed_out, timeout))
+        try:
             interp.prepare_main({'__sandbox_limit__': output_limit,
-                                 '__sandbox_source__': source,
+                                 '__sandbox_code__': code,
+                                 '__sandbox_last__': last,
                                  '__sandbox_inputs__': inputs or {},
                                  '__sandbox_allow__': tuple(sorted(allow)),
-                                 '__sandbox_scratch__': scratch})
+                                 '__sandbox_scratch__': os.path.realpath(scratch)})
             interp.exec(_RUN_CODE)
             unshareable = None
             try:

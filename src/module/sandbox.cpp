@@ -55,6 +55,29 @@ PyObject* m_loads(PyObject* module, PyObject* arg) {
   return result;
 }
 
+// main_wire(id, name) -> bytes: the variable `name` of interpreter `id`'s
+// __main__, made into wire bytes there (data only: NotShareableError for
+// anything else). The caller rebuilds nothing the other interpreter made:
+// for a sandbox worker, whose main interpreter must never unpickle what a
+// script returns.
+PyObject* m_main_wire(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  if (!check_nargs("main_wire", nargs, 2, 2)) return nullptr;
+  return entry(module, [&] {
+    si::Interpreter interp = si::Interpreter::get(id_arg(args[0]));
+    if (!PyUnicode_Check(args[1])) {
+      PyErr_SetString(PyExc_TypeError, "main_wire() name must be str");
+      py::throw_python_error();
+    }
+    PyObject* main = PyImport_AddModule("__main__");  // borrowed
+    if (main == nullptr) py::throw_python_error();
+    si::Value getter = si::Value::function_ref("builtins", "getattr");
+    si::Value call_args = si::Value::tuple({si::Value::capture(main), si::Value::capture(args[1])});
+    si::Value value = interp.call(getter, call_args, si::Value());
+    std::string data = si::wire::encode(value);
+    return PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size()));
+  });
+}
+
 // -- lockdown -----------------------------------------------------------------
 
 [[noreturn]] void os_error(const std::string& what) {
@@ -343,6 +366,8 @@ PyObject* m_landlock_abi(PyObject*, PyObject*) { return PyLong_FromLong(landlock
 PyMethodDef sandbox_functions[] = {
     {"dumps", m_dumps, METH_O, "dumps(obj) -> bytes: data values in the wire format"},
     {"loads", m_loads, METH_O, "loads(bytes) -> obj"},
+    {"main_wire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_main_wire)),
+     METH_FASTCALL, "main_wire(id, name) -> bytes"},
     {"lockdown", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_lockdown)),
      METH_VARARGS | METH_KEYWORDS,
      "lockdown(*, write_roots, read_roots=None, subprocess=False, network=False, signals=False, "
