@@ -115,7 +115,7 @@ def _run_parser(sub):
 # many scripts, `run` hands them to child processes, this many each.
 RECYCLE_AFTER = 400
 # Scripts per worker process with process isolation.
-WORKER_RECYCLE_AFTER = 100
+WORKER_RECYCLE_AFTER = 25
 
 
 def _results_here(args, sources):

@@ -413,8 +413,12 @@ class _Worker:
         worker's end, which takes them all at once)."""
         if self.spare is None:
             self.spare = self.make_spare()
+        closed = False
         while self.used and not select.select([self.fd_in], [], [], 0)[0]:
             self.used.pop().close()
+            closed = True
+        if closed and not self.used:
+            _subinterp.trim_memory()  # the freed memory back to the system
 
 
 def _checked(outcome):

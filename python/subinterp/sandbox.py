@@ -867,7 +867,7 @@ class Sandbox(_ProcessSandbox):
     killed)."""
 
     def __init__(self, workers=None, *, isolation='interpreter', spares=None, grace=1.0,
-                 memory=None, allow=(), recycle_after=100, open_files=256,
+                 memory=None, allow=(), recycle_after=25, open_files=256,
                  file_size=64 << 20, _scratch_root=None):
         if isolation not in ('interpreter', 'process'):
             raise ValueError(f"isolation must be 'interpreter' or 'process', not {isolation!r}")
