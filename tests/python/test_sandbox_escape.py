@@ -101,6 +101,10 @@ ATTACKS = [
                 os.close(fd)
             except OSError:
                 pass''', None, ('ok', 'error', 'killed')),
+    Attack('read_the_hosts_fds', 'import os\nsorted(int(fd) for fd in os.listdir("/proc/self/fd"))',
+           None, OK),
+    Attack('segfault_via_ctypes', 'import ctypes\nctypes.string_at(0)', None, ('killed',),
+           allow=('ctypes',), ctypes=True),
     Attack('tamper_modules_and_builtins', '''
         import builtins, sys
         builtins.len = None
@@ -320,7 +324,14 @@ class ProcessEscapes(EscapeSuite, unittest.TestCase):
                 self.assertFalse(os.path.exists(marker), attack.name)
                 self.assertEqual(self.listener.connections, before, attack.name)
                 self.assertEqual(sessions_of(self.worker_pids()), [], attack.name)
-                if attack.ctypes and CTYPES:
+                if attack.name == 'read_the_hosts_fds':
+                    # 0-2 on /dev/null, the two pipes, the listing's own fd.
+                    self.assertLessEqual(len(r.value), 6, r.value)
+                    for fd in r.value[3:]:
+                        self.assertGreater(fd, 2)
+                if attack.name == 'segfault_via_ctypes' and CTYPES:
+                    self.assertIn('SIGSEGV', r.error.message)
+                elif attack.ctypes and CTYPES:
                     self.assertEqual(r.status, 'ok', brief(r))
                     # The call itself failed: -1 (or system()'s 127 << 8).
                     self.assertIn(r.value, (-1, 127 << 8), (attack.name, brief(r)))
