@@ -39,7 +39,10 @@ if(SUBINTERP_SANITIZE STREQUAL "address")
   # the __asan_handle_no_return of the next landing pad then reports a false
   # stack-buffer-overflow on its own local (sigaltstack's stack_t, "WRITE of
   # size 24"; google/sanitizers#1399).
-  set(_asan_common "abort_on_error=0:strict_init_order=1:detect_stack_use_after_return=1")
+  #
+  # allocator_may_return_null=1: CPython turns a failed malloc into
+  # MemoryError (b"x" * 10**13), which ASan would otherwise abort on.
+  set(_asan_common "abort_on_error=0:strict_init_order=1:detect_stack_use_after_return=1:allocator_may_return_null=1")
   set(SUBINTERP_SANITIZER_ENV
       "ASAN_OPTIONS=${_asan_common}:detect_leaks=0"
       "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
