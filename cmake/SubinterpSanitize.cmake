@@ -55,7 +55,7 @@ elseif(SUBINTERP_SANITIZE STREQUAL "thread")
   set(_gcc_runtimes libtsan.so)
   set(_clang_runtimes tsan)
   set(SUBINTERP_SANITIZER_ENV
-      "TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1:suppressions=${_tsan_supp}")
+      "TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1:allocator_may_return_null=1:suppressions=${_tsan_supp}")
   set(SUBINTERP_SANITIZER_EXE_ENV ${SUBINTERP_SANITIZER_ENV})
 else()
   message(FATAL_ERROR "SUBINTERP_SANITIZE must be empty, 'address' or 'thread', not '${SUBINTERP_SANITIZE}'")

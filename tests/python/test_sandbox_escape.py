@@ -31,7 +31,7 @@ CTYPES = PY313
 HAS_LANDLOCK = _subinterp.landlock_abi() > 0
 HAS_LOCKDOWN = hasattr(_subinterp, 'lockdown')
 CAN_READ_SHADOW = os.access('/etc/shadow', os.R_OK)
-SANITIZED = 'libasan' in os.environ.get('LD_PRELOAD', '')
+SANITIZED = any(lib in os.environ.get('LD_PRELOAD', '') for lib in ('libasan', 'libtsan'))
 
 
 class Attack:
