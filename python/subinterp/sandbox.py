@@ -270,9 +270,15 @@ def __sandbox_run__(code, last, inputs, limit, allow=(), scratch=None):
 '''
 
 class _Spares:
-    """Fresh interpreters, made ahead on a thread of their own."""
+    """Fresh interpreters, each with an empty scratch folder, made ahead on
+    a thread of their own."""
 
-    def __init__(self, count):
+    # While spares are ready, the next one waits this long: the script that
+    # just took one (and its caller, waking up) go first.
+    YIELD = 0.005
+
+    def __init__(self, count, scratch_root=None):
+        self._scratch_root = scratch_root
         self._ready = queue.Queue(maxsize=max(1, count))
         self._stop = threading.Event()
         self.error = None  # why the last spare could not be made
@@ -280,21 +286,31 @@ class _Spares:
                                         daemon=True)
         self._thread.start()
 
+    def _make(self):
+        import tempfile
+        interp = create()
+        try:
+            interp.exec(_PRELUDE_CODE)  # off the latency path too
+            scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-', dir=self._scratch_root)
+        except BaseException:
+            interp.close()
+            raise
+        return interp, scratch
+
     def _fill(self):
         failing = False
         while not self._stop.is_set():
+            if not self._ready.empty():
+                time.sleep(self.YIELD)
             interp = None
             try:
-                interp = create()
-                interp.exec(_PRELUDE_CODE)  # off the latency path too
+                interp = self._make()
             except Exception as e:
                 self.error = e
                 if not failing:  # once per run of failures
                     print(f'subinterp.sandbox: making a spare interpreter: {e}',
                           file=sys.__stderr__)
                 failing = True
-                if interp is not None:
-                    interp.close()
                 time.sleep(0.1)
                 continue
             failing = False
@@ -306,7 +322,14 @@ class _Spares:
                 except queue.Full:
                     continue
             else:
-                interp.close()
+                self._discard(interp)
+
+    @staticmethod
+    def _discard(spare):
+        import shutil
+        interp, scratch = spare
+        interp.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def wait_ready(self, timeout=30.0):
         """Blocks until a spare is ready; RuntimeError if none can be made."""
@@ -317,19 +340,18 @@ class _Spares:
             time.sleep(0.005)
 
     def take(self):
+        """(interpreter, scratch folder)."""
         try:
             return self._ready.get_nowait()
         except queue.Empty:
-            interp = create()  # none ready: make one now
-            interp.exec(_PRELUDE_CODE)
-            return interp
+            return self._make()  # none ready: make one now
 
     def stop(self):
         self._stop.set()
         self._thread.join()
         while True:
             try:
-                self._ready.get_nowait().close()
+                self._discard(self._ready.get_nowait())
             except queue.Empty:
                 return
 
@@ -349,6 +371,9 @@ class _Closer:
             item = self._todo.get()
             if item is None:
                 return
+            if self._todo.empty():
+                # A lone close, after a script: its caller goes first.
+                time.sleep(_Spares.YIELD)
             interp, scratch = item
             try:
                 interp.close()
@@ -898,7 +923,7 @@ class Sandbox(_ProcessSandbox):
             raise ValueError("a memory limit needs isolation='process' (interpreters in one "
                              "process share its memory: no limit can be promised per script)")
         self.allow = PERMISSIONS  # what a script may ask for
-        self._spares = _Spares(spares if spares is not None else workers + 1)
+        self._spares = _Spares(spares if spares is not None else workers + 1, _scratch_root)
         self._closer = _Closer()
         self._watchdog = _Watchdog(self)
         for _ in range(workers):
@@ -934,8 +959,7 @@ class Sandbox(_ProcessSandbox):
 
     def _run_here(self, job, source, inputs, timeout, output_limit, allow):
         import tempfile
-        interp = self._spares.take()
-        scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-', dir=self._scratch_root)
+        interp, scratch = self._spares.take()
         job.interp, job.ident = interp, threading.get_ident()
         job.thread = threading.current_thread()
         job.start = time.monotonic()
