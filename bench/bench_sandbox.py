@@ -220,11 +220,13 @@ def main():
         sb.run(SOURCE)
     lat_in = latency(timed_run(sb))
     in_rates = []
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
         results = []
         in_rates.append(rate(lambda n: results.extend(sb.map([SOURCE] * n, timeout=5)),
                              args.scripts))
         assert all(r.ok for r in results)
+        print(f'  round {rnd + 1}: interpreter isolation {in_rates[-1]:.0f}/s, host RSS '
+              f'{rss_mib():.0f} MiB', flush=True)
     sb.close()
     sb = sandbox.Sandbox(workers=2, spares=2)
     in_before = rss_mib()

@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from . import NotShareableError, _subinterp, create
+from . import InterpreterNotFoundError, NotShareableError, _subinterp, create
 
 __all__ = ['run', 'Sandbox', 'Result', 'ScriptError', 'STATUSES']
 
@@ -377,6 +377,8 @@ class _Closer:
             interp, scratch = item
             try:
                 interp.close()
+            except InterpreterNotFoundError:
+                pass  # closed already (by the process's exit)
             except Exception as e:
                 print(f'subinterp.sandbox: closing an interpreter: {e}', file=sys.__stderr__)
             if scratch:
@@ -385,9 +387,15 @@ class _Closer:
     def close_later(self, interp, scratch=None):
         self._todo.put((interp, scratch))
 
-    def stop(self, timeout=None):
+    def stop(self, stuck_after):
+        """Waits for the closes queued so far, as long as they go on: one
+        that takes `stuck_after` seconds is not waited for."""
         self._todo.put(None)
-        self._thread.join(timeout)
+        while self._thread.is_alive():
+            left = self._todo.qsize()
+            self._thread.join(stuck_after)
+            if self._thread.is_alive() and self._todo.qsize() >= left:
+                return  # no progress: a close that does not end
 
 
 # Runs in the fresh interpreter, after prepare_main() gave it the names.
@@ -1105,7 +1113,7 @@ class Sandbox(_ProcessSandbox):
             return
         self._watchdog.stop()
         self._spares.stop()
-        self._closer.stop(timeout=self.grace + 5.0)  # never held for good by one interpreter
+        self._closer.stop(stuck_after=self.grace + 5.0)  # never held for good by one close
 
     def __enter__(self):
         return self
