@@ -366,7 +366,6 @@ class _Closer:
         self._thread.start()
 
     def _loop(self):
-        import shutil
         while True:
             item = self._todo.get()
             if item is None:
@@ -374,18 +373,26 @@ class _Closer:
             if self._todo.empty():
                 # A lone close, after a script: its caller goes first.
                 time.sleep(_Spares.YIELD)
-            interp, scratch = item
-            try:
-                interp.close()
-            except InterpreterNotFoundError:
-                pass  # closed already (by the process's exit)
-            except Exception as e:
-                print(f'subinterp.sandbox: closing an interpreter: {e}', file=sys.__stderr__)
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
+            self.close_now(*item)
 
-    def close_later(self, interp, scratch=None):
+    @staticmethod
+    def close_now(interp, scratch=None):
+        import shutil
+        try:
+            interp.close()
+        except InterpreterNotFoundError:
+            pass  # closed already (by the process's exit)
+        except Exception as e:
+            print(f'subinterp.sandbox: closing an interpreter: {e}', file=sys.__stderr__)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def close_later(self, interp, scratch=None, most=None):
+        """Queues a close; False (nothing queued) when `most` wait already."""
+        if most is not None and self._todo.qsize() >= most:
+            return False
         self._todo.put((interp, scratch))
+        return True
 
     def stop(self, stuck_after):
         """Waits for the closes queued so far, as long as they go on: one
@@ -442,12 +449,12 @@ _left_behind = []
 
 class _Job:
     __slots__ = ('future', 'interp', 'ident', 'thread', 'start', 'deadline', 'done',
-                 'timed_out', 'abandoned', 'timeout')
+                 'timed_out', 'abandoned', 'timeout', 'to_close')
 
     def __init__(self, future, timeout):
         self.future = future
         self.timeout = timeout
-        self.interp = self.ident = self.thread = None
+        self.interp = self.ident = self.thread = self.to_close = None
         self.start = self.deadline = 0.0
         self.done = self.timed_out = self.abandoned = False
 
@@ -962,6 +969,11 @@ class Sandbox(_ProcessSandbox):
                         job.future.set_exception(result)
                     else:
                         job.future.set_result(result)
+            if job.to_close is not None:
+                # The closer is behind: this thread closes its interpreter,
+                # after answering, so that no more pile up (each holds ~2 MiB
+                # until it is closed) and making them cannot outrun closing.
+                self._closer.close_now(*job.to_close)
             if job.abandoned:
                 return  # a new thread took this one's place
 
@@ -1019,7 +1031,8 @@ class Sandbox(_ProcessSandbox):
             result.stuck = True
             _left_behind.append(interp)  # cannot be closed while its thread runs
             return result
-        self._closer.close_later(interp, scratch)
+        if not self._closer.close_later(interp, scratch, most=self.workers):
+            job.to_close = (interp, scratch)
         return result
 
     def _on_time(self, job):
