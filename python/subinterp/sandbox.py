@@ -801,12 +801,10 @@ class _ProcessSandbox:
         worker = self._spawn()
         try:
             while True:
-                item = self._jobs.get()
+                item = self._next_job()
                 if item is None:
                     return
                 job, args = item
-                if not job.future.set_running_or_notify_cancel():
-                    continue
                 try:
                     if worker is None:
                         worker = self._spawn()
@@ -951,14 +949,20 @@ class Sandbox(_ProcessSandbox):
             self._threads.add(t)
         t.start()
 
-    def _work(self):
+    def _next_job(self):
+        """(job, args) of the next script to run (skipping cancelled ones), or
+        None when the sandbox closes."""
         while True:
             item = self._jobs.get()
+            if item is None or item[0].future.set_running_or_notify_cancel():
+                return item
+
+    def _work(self):
+        while True:
+            item = self._next_job()
             if item is None:
                 return
             job, args = item
-            if not job.future.set_running_or_notify_cancel():
-                continue
             try:
                 result = self._run_here(job, *args)
             except BaseException as e:
