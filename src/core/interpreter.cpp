@@ -845,7 +845,13 @@ void shutdown() {
   // regex, sum() over a huge range) would hold up the exit as long. Such a
   // process ends here, without finalizing Python: output flushed, exit
   // status 1.
-  std::vector<std::shared_ptr<InterpreterState>> left = detail::all_owned();
+  // Only interpreters no close has started on: one being ended belongs to
+  // its ender (finalization waits for it), and a probe must not meet it.
+  std::vector<std::shared_ptr<InterpreterState>> left;
+  for (auto& state : detail::all_owned()) {
+    std::lock_guard lock(state->mu_);
+    if (!state->closed_ && !state->ending_ && !state->in_end_) left.push_back(state);
+  }
   std::vector<bool> free =
       on_own_threads(left, touch_gil, std::chrono::steady_clock::now() + std::chrono::seconds(1));
   for (std::size_t i = 0; i < left.size(); ++i) {
