@@ -277,11 +277,9 @@ class _Spares:
     # just took one (and its caller, waking up) go first.
     YIELD = 0.005
 
-    def __init__(self, count, scratch_root=None):
-        self._scratch_root = scratch_root
+    def __init__(self, count):
         self._ready = queue.Queue(maxsize=max(1, count))
         self._stop = threading.Event()
-        self.error = None  # why the last spare could not be made
         self._thread = threading.Thread(target=self._fill, name='subinterp-sandbox-spares',
                                         daemon=True)
         self._thread.start()
@@ -291,7 +289,7 @@ class _Spares:
         interp = create()
         try:
             interp.exec(_PRELUDE_CODE)  # off the latency path too
-            scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-', dir=self._scratch_root)
+            scratch = tempfile.mkdtemp(prefix='subinterp-sandbox-')
         except BaseException:
             interp.close()
             raise
@@ -306,7 +304,6 @@ class _Spares:
             try:
                 interp = self._make()
             except Exception as e:
-                self.error = e
                 if not failing:  # once per run of failures
                     print(f'subinterp.sandbox: making a spare interpreter: {e}',
                           file=sys.__stderr__)
@@ -314,7 +311,6 @@ class _Spares:
                 time.sleep(0.1)
                 continue
             failing = False
-            self.error = None
             while not self._stop.is_set():
                 try:
                     self._ready.put(interp, timeout=0.1)
@@ -330,14 +326,6 @@ class _Spares:
         interp, scratch = spare
         interp.close()
         shutil.rmtree(scratch, ignore_errors=True)
-
-    def wait_ready(self, timeout=30.0):
-        """Blocks until a spare is ready; RuntimeError if none can be made."""
-        deadline = time.monotonic() + timeout
-        while self._ready.empty() and self._thread.is_alive():
-            if self.error is not None or time.monotonic() > deadline:
-                raise RuntimeError(f'no interpreter could be made: {self.error}')
-            time.sleep(0.005)
 
     def take(self):
         """(interpreter, scratch folder)."""
@@ -906,7 +894,7 @@ class Sandbox(_ProcessSandbox):
 
     def __init__(self, workers=None, *, isolation='interpreter', spares=None, grace=1.0,
                  memory=None, allow=(), recycle_after=25, open_files=256,
-                 file_size=64 << 20, _scratch_root=None):
+                 file_size=64 << 20):
         if isolation not in ('interpreter', 'process'):
             raise ValueError(f"isolation must be 'interpreter' or 'process', not {isolation!r}")
         if workers is None:
@@ -919,7 +907,6 @@ class Sandbox(_ProcessSandbox):
         self.isolation = isolation
         self.workers = workers
         self.grace = grace
-        self._scratch_root = _scratch_root
         self._jobs = queue.Queue()
         self._threads = set()
         self._lock = threading.Lock()
@@ -936,7 +923,7 @@ class Sandbox(_ProcessSandbox):
             raise ValueError("a memory limit needs isolation='process' (interpreters in one "
                              "process share its memory: no limit can be promised per script)")
         self.allow = PERMISSIONS  # what a script may ask for
-        self._spares = _Spares(spares if spares is not None else workers + 1, _scratch_root)
+        self._spares = _Spares(spares if spares is not None else workers + 1)
         self._closer = _Closer()
         self._watchdog = _Watchdog(self)
         for _ in range(workers):

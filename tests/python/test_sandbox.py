@@ -18,6 +18,16 @@ from subinterp import sandbox
 SANITIZED = any(lib in os.environ.get('LD_PRELOAD', '') for lib in ('libasan', 'libtsan'))
 
 
+def write_scripts(folder, scripts):
+    """Writes (name, source) pairs into `folder`; their paths, in order."""
+    paths = []
+    for name, source in scripts:
+        paths.append(os.path.join(folder, name))
+        with open(paths[-1], 'w') as f:
+            f.write(source)
+    return paths
+
+
 class SandboxTestBase(unittest.TestCase):
 
     @classmethod
@@ -291,14 +301,10 @@ class CommandLine(unittest.TestCase):
 
     def test_json_lines_and_exit_status(self):
         with tempfile.TemporaryDirectory() as tmp:
-            paths = []
-            for name, body in [('ok.py', 'print("one")\n1 + 1\n'),
-                               ('loop.py', 'while True:\n    pass\n'),
-                               ('bad.py', 'raise ValueError("bad")\n'),
-                               ('flood.py', 'while True:\n    print("x" * 100)\n')]:
-                paths.append(os.path.join(tmp, name))
-                with open(paths[-1], 'w') as f:
-                    f.write(body)
+            paths = write_scripts(tmp, [('ok.py', 'print("one")\n1 + 1\n'),
+                                        ('loop.py', 'while True:\n    pass\n'),
+                                        ('bad.py', 'raise ValueError("bad")\n'),
+                                        ('flood.py', 'while True:\n    print("x" * 100)\n')])
             proc = self.run_cli(*paths, '--json', '--timeout', '0.5', '--output-limit', '1K',
                                 '--jobs', '2')
             self.assertEqual(proc.returncode, 1, proc.stderr)
@@ -361,13 +367,10 @@ class CommandLine(unittest.TestCase):
                          'process isolation needs libseccomp at build time and Landlock')
     def test_process_isolation_with_a_memory_limit(self):
         with tempfile.TemporaryDirectory() as folder:
-            paths = []
-            for name, source in [('ok.py', 'print("hi")\n6 * 7'),
-                                 ('bomb.py', 'x = []\nwhile True:\n    x.append(bytearray(10**7))'),
-                                 ('spawn.py', 'import os\nos.system("true")')]:
-                paths.append(os.path.join(folder, name))
-                with open(paths[-1], 'w') as f:
-                    f.write(source)
+            paths = write_scripts(folder, [
+                ('ok.py', 'print("hi")\n6 * 7'),
+                ('bomb.py', 'x = []\nwhile True:\n    x.append(bytearray(10**7))'),
+                ('spawn.py', 'import os\nos.system("true")')])
             proc = self.run_cli(*paths, '--isolation', 'process', '--memory', '128M', '--json',
                                 '--timeout', '20')
         self.assertEqual(proc.returncode, 1, proc.stderr)
