@@ -128,6 +128,7 @@ def _results_here(args, sources):
                              recycle_after=args.recycle_after)
     else:
         sb = sandbox.Sandbox(workers=args.jobs or os.cpu_count() or 1)
+    finished = False
     try:
         futures = [sb.submit(src, timeout=args.timeout, output_limit=args.output_limit,
                              allow=args.allow) for src in sources]
@@ -137,8 +138,9 @@ def _results_here(args, sources):
             line['script'] = path
             line['_value'] = r.value
             yield line
+        finished = True
     finally:
-        sb.close()
+        sb.close(wait=finished)  # Ctrl-C does not wait for the running scripts
 
 
 def _results_in_children(args, batch):
@@ -247,6 +249,9 @@ def _run(args):
     except (ValueError, RuntimeError, OSError) as exc:
         print(f'subinterp run: error: {exc}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('subinterp run: interrupted', file=sys.stderr)
+        return 130
     finally:
         if progress:
             print(file=sys.stderr)

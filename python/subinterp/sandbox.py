@@ -1100,9 +1100,12 @@ class Sandbox(_ProcessSandbox):
         for f in futures:
             yield f.result()
 
-    def close(self):
+    def close(self, wait=True):
         """Waits for the scripts that run, then ends the spares (threads
-        left behind by stuck scripts are not waited for)."""
+        left behind by stuck scripts are not waited for). With wait=False
+        (Ctrl-C, say), running scripts are not waited for: with process
+        isolation their workers are killed at once; with interpreter
+        isolation they get SystemExit when the process exits."""
         with self._lock:
             if self._closed:
                 return
@@ -1110,6 +1113,10 @@ class Sandbox(_ProcessSandbox):
             threads = list(self._threads)
         for _ in threads:
             self._jobs.put(None)
+        if not wait:
+            if self.isolation == 'process':
+                self._launcher.close()  # kills the workers
+            return
         for t in threads:
             t.join()
         if self.isolation == 'process':

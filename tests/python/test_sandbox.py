@@ -15,6 +15,8 @@ import unittest
 
 from subinterp import sandbox
 
+_PROCESS_ISOLATION = (hasattr(sandbox._subinterp, 'lockdown')
+                      and sandbox._subinterp.landlock_abi() > 0)
 SANITIZED = any(lib in os.environ.get('LD_PRELOAD', '') for lib in ('libasan', 'libtsan'))
 
 
@@ -298,6 +300,31 @@ class CommandLine(unittest.TestCase):
     def run_cli(self, *args, input=None):
         return subprocess.run([sys.executable, '-m', 'subinterp', 'run', *args],
                               capture_output=True, text=True, input=input, timeout=60)
+
+    def test_ctrl_c_does_not_wait_for_running_scripts(self):
+        # SIGINT with its default action in the command (a parent may have
+        # left it ignored): exec from a child that resets it.
+        start = ('import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+                 'os.execv(sys.executable, [sys.executable, "-m", "subinterp", "run", '
+                 '*sys.argv[1:]])')
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_scripts(tmp, [('a.py', 'import time\ntime.sleep(60)'),
+                                        ('b.py', 'while True:\n    pass')])
+            for isolation, bound in [('interpreter', 15), ('process', 5)]:
+                if isolation == 'process' and not _PROCESS_ISOLATION:
+                    continue
+                with self.subTest(isolation=isolation):
+                    proc = subprocess.Popen(
+                        [sys.executable, '-c', start, *paths, '--timeout', '120',
+                         '--isolation', isolation], stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+                    time.sleep(2.0)  # both scripts running
+                    began = time.monotonic()
+                    proc.send_signal(signal.SIGINT)
+                    _, err = proc.communicate(timeout=60)
+                    self.assertEqual(proc.returncode, 130, err)
+                    self.assertIn('subinterp run: interrupted', err)
+                    self.assertLess(time.monotonic() - began, bound)
 
     def test_json_lines_and_exit_status(self):
         with tempfile.TemporaryDirectory() as tmp:
