@@ -322,6 +322,7 @@ void end_leftovers() {
     }
     if (!progress || left.empty()) break;
   }
+  subinterp_keep_parser_keywords();  // after the last interpreter's end
   PyErr_SetRaisedException(pending);
 }
 

@@ -14,6 +14,12 @@
 #include "subinterp/ref.hpp"
 #include "subinterp/value.hpp"
 
+// CPython 3.12: makes the keyword tuples of Argument Clinic parsers immortal
+// before the main interpreter's finalization clears them, since one made by
+// an isolated interpreter would abort the process there (arg_parsers.c).
+// Nothing on 3.13.
+extern "C" void subinterp_keep_parser_keywords(void) noexcept;
+
 namespace subinterp::detail {
 
 // Objects one interpreter keeps for the core, stored in that interpreter's

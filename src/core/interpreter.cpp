@@ -80,10 +80,10 @@ std::atomic<bool> g_imported{false};
 #if PY_VERSION_HEX < 0x030D0000
 // CPython 3.12 also keeps the keyword tuples of Argument Clinic parsers of
 // extension modules in process-wide statics, allocated by whichever
-// interpreter first parses keywords there; one allocated by an isolated
-// interpreter is freed with it and the main interpreter frees it again at
-// exit. The warm-up makes the main interpreter the first user of the parsers
-// that asyncio's event loop and hashlib use. It runs on the runtime thread,
+// interpreter first parses keywords there, and the main interpreter frees
+// them at exit; arg_parsers.c makes them immortal before that, for every
+// parser. The warm-up also makes the main interpreter the first user of the
+// parsers and module state that asyncio's event loop and hashlib use. It runs on the runtime thread,
 // where no event loop runs (the caller may be inside one).
 constexpr const char* kWarmUp312 = R"(
 import asyncio, hashlib
@@ -872,6 +872,7 @@ void shutdown() {
   }
   detail::end_at_finalization(detail::all_owned());
   detail::shutdown_runtime();
+  subinterp_keep_parser_keywords();
 }
 
 const char* version() noexcept { return SUBINTERP_VERSION_STRING; }

@@ -242,6 +242,36 @@ class MainFirstModuleTests(ScriptTestBase):
                     print('ok')
                     ''')
 
+    def test_sub_is_first_to_pass_keywords_to_extension_functions(self):
+        # CPython 3.12 makes the keyword tuple of an extension module's
+        # Argument Clinic parser on first use, in whichever interpreter
+        # calls first, and the main interpreter freed it at exit: the
+        # process aborted ("free(): invalid pointer"). dask's import
+        # pickles builtins this way. Each call below is that first use of
+        # a different parser, with the interpreter closed, left open, or
+        # followed by the main interpreter calling too.
+        calls = ["pickle.dumps(print)",
+                 "pickle.dumps(len, protocol=4)",
+                 "pickle.loads(pickle.dumps([1]), encoding='latin1')",
+                 "json.dumps({'a': [1]}, indent=2, sort_keys=True)",
+                 "zlib.compress(b'x' * 100, level=1)",
+                 "struct.Struct('i').unpack_from(b'abcd', offset=0)",
+                 "hashlib.blake2b(b'x', digest_size=16).hexdigest()",
+                 "array.array('b', [1]).tobytes()"]
+        modules = 'import array, hashlib, json, pickle, struct, zlib'
+        for ending in ('i.close()', '', "exec(call)"):
+            with self.subTest(ending=ending):
+                out = self.assert_script_ok(f'''
+                    {modules}
+                    import subinterp
+                    for call in {calls!r}:
+                        i = subinterp.create()
+                        i.exec({modules!r} + '; ' + call)
+                        {ending}
+                    print('ok')
+                    ''')
+                self.assertEqual(out.strip(), 'ok')
+
     def test_first_create_inside_a_running_event_loop(self):
         out = self.assert_script_ok('''
             import asyncio, subinterp
