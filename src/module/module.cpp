@@ -301,15 +301,66 @@ PyObject* m_raise_in(PyObject* module, PyObject* const* args, Py_ssize_t nargs) 
         {"MemoryError", &PyExc_MemoryError},
     };
     PyObject* type = nullptr;  // a static built-in type: the same in every interpreter
-    for (const auto& [name, exc] : kTypes) {
-      if (PyUnicode_Check(args[2]) && PyUnicode_CompareWithASCIIString(args[2], name) == 0) {
-        type = *exc;
+    std::string module_name, qualname;  // or a class of the target interpreter
+    const bool clear = args[2] == Py_None;
+    if (!clear && PyUnicode_Check(args[2])) {
+      for (const auto& [name, exc] : kTypes) {
+        if (PyUnicode_CompareWithASCIIString(args[2], name) == 0) type = *exc;
+      }
+      if (type == nullptr) {
+        Py_ssize_t size = 0;
+        const char* text = PyUnicode_AsUTF8AndSize(args[2], &size);
+        if (text == nullptr) py::throw_python_error();
+        std::string spec(text, static_cast<std::size_t>(size));
+        const auto colon = spec.find(':');
+        if (colon != std::string::npos && colon > 0 && colon + 1 < spec.size()) {
+          module_name = spec.substr(0, colon);
+          qualname = spec.substr(colon + 1);
+        }
       }
     }
-    if (type == nullptr) {
+    if (!clear && type == nullptr && module_name.empty()) {
       PyErr_SetString(PyExc_ValueError,
-                      "raise_in() raises TimeoutError, SystemExit, KeyboardInterrupt or MemoryError");
+                      "raise_in() raises TimeoutError, SystemExit, KeyboardInterrupt, "
+                      "MemoryError or 'module:qualname' (an exception class of a module the "
+                      "target interpreter has imported); None clears a pending one");
       py::throw_python_error();
+    }
+    if (!module_name.empty()) {
+      // Found in the target interpreter, never imported there: a class of
+      // this interpreter must not be raised in another one.
+      std::string problem;
+      int found = 0;
+      interp.visit([&] {
+        PyObject* modules = PyImport_GetModuleDict();
+        PyObject* obj = PyDict_GetItemString(modules, module_name.c_str());  // borrowed
+        Py_XINCREF(obj);
+        std::size_t start = 0;
+        while (obj != nullptr && start <= qualname.size()) {
+          const std::size_t dot = qualname.find('.', start);
+          const std::string part =
+              qualname.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+          PyObject* next = PyObject_GetAttrString(obj, part.c_str());
+          Py_DECREF(obj);
+          obj = next;
+          if (dot == std::string::npos) break;
+          start = dot + 1;
+        }
+        if (obj == nullptr) {
+          PyErr_Clear();
+          problem = "no " + qualname + " in module " + module_name + " of that interpreter";
+        } else if (!PyExceptionClass_Check(obj)) {
+          problem = module_name + ":" + qualname + " is not an exception class";
+        } else {
+          found = PyThreadState_SetAsyncExc(ident, obj);
+        }
+        Py_XDECREF(obj);
+      });
+      if (!problem.empty()) {
+        PyErr_SetString(PyExc_LookupError, problem.c_str());
+        py::throw_python_error();
+      }
+      return PyBool_FromLong(found > 0);
     }
     int found = 0;
     interp.visit([&] { found = PyThreadState_SetAsyncExc(ident, type); });
@@ -490,7 +541,9 @@ PyMethodDef methods[] = {
     {"whence", m_whence, METH_O, "whence(id) -> int"},
     {"is_running", m_is_running, METH_O, "is_running(id) -> bool"},
     {"raise_in", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_raise_in)),
-     METH_FASTCALL, "raise_in(id, thread_ident, name) -> bool"},
+     METH_FASTCALL, "raise_in(id, thread_ident, name) -> bool: raise an exception in a thread of an "
+     "interpreter at its next check (name: a built-in exception's name, 'module:qualname', "
+     "or None to clear a pending one)"},
     {"exec", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_exec)), METH_FASTCALL,
      "exec(id, code)"},
     {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(m_call)), METH_FASTCALL,
