@@ -22,6 +22,10 @@ PACKAGES=(
   pkg-config
   python3-flask
   python3-django
+  redis-server
+  python3-celery
+  python3-redis
+  python3-dask
 )
 if [[ ${1:-} == --bench ]]; then
   PACKAGES+=(wrk gunicorn uwsgi-core uwsgi-plugin-python3 apache2 libapache2-mod-wsgi-py3)
