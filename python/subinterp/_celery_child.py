@@ -83,6 +83,12 @@ def _start_worker(module, attr, hostname, changes):
         task.__trace__ = build_tracer(name, task, app.loader, hostname, app=app)
     worker_state.reset_state()
     signals.worker_process_init.send(sender=None)
+    # What the first task would set up (the result backend's client and
+    # its imports) is set up now, and the start's garbage collected, so
+    # that the pool can hand the freed memory back to the system at once.
+    app.backend
+    import gc
+    gc.collect()
     return sorted(app.tasks)
 
 

@@ -111,8 +111,8 @@ def worker_env(redis, *paths):
     env['CELERY_BROKER_URL'] = redis.url(0)
     env['CELERY_RESULT_BACKEND'] = redis.url(1)
     path = [COMPAT_DIR, *paths]
-    if env.get('PYTHONPATH'):
-        path.append(env['PYTHONPATH'])
+    if env.get('PYTHONPATH'):  # absolute: the worker has a cwd of its own
+        path.extend(os.path.abspath(p) for p in env['PYTHONPATH'].split(os.pathsep) if p)
     path.append(DIST_PACKAGES)
     env['PYTHONPATH'] = os.pathsep.join(path)
     env['PYTHONWARNINGS'] = 'ignore::SyntaxWarning'  # Debian's pytz on 3.12+
