@@ -7,6 +7,7 @@ installs both on Debian.
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -226,6 +227,42 @@ class ShutdownTests(_WorkerCase):
             celery_support.stop(worker.proc)
         self.assertLess(took, 20, worker.text()[-4000:])
         self.assertNotIn('Fatal Python error', worker.text())
+
+    def test_app_that_cannot_start_in_an_interpreter_is_refused(self):
+        # Task code that fails to import in a worker interpreter (say, a C
+        # extension without sub-interpreter support) stops the start with
+        # the interpreter's traceback, instead of a worker that fails
+        # every task.
+        folder = os.path.join(self.dir.name, 'refusing_app')
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, 'refusing_tasks.py'), 'w') as f:
+            f.write(
+                'import subinterp\n'
+                'from celery_tasks import app\n'
+                'if subinterp.get_current().id != 0:\n'
+                '    raise ImportError("this extension refuses sub-interpreters")\n')
+        log = os.path.join(self.dir.name, 'refusing.log')
+        env = celery_support.worker_env(self.redis, celery_support.HERE, folder)
+        env['CELERY_TASKS_IMPORTS'] = 'refusing_tasks'
+        with open(log, 'w') as out:
+            proc = subprocess.Popen(
+                [sys.executable, '-m', 'celery', '-A', 'celery_tasks', 'worker', '-c', '2',
+                 '--without-mingle', '--without-gossip', '-n', 'refusing@localhost'],
+                cwd=celery_support.HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            code = proc.wait(WAIT)
+        finally:
+            celery_support.stop(proc)
+        with open(log) as f:
+            text = f.read()
+        # Celery 5.2 logs "Unrecoverable error" and exits, with status 0
+        # whatever the pool (its own bug); the worker must not hang.
+        self.assertIsNotNone(code)
+        self.assertIn('Unrecoverable error', text)
+        self.assertIn('a worker interpreter could not start the app', text)
+        self.assertIn('this extension refuses sub-interpreters', text)
+        self.assertNotIn(' ready.', text)
 
     def test_max_tasks_per_child_replaces_interpreters(self):
         worker = self.start_worker('-c', '2', '--max-tasks-per-child', '5')
