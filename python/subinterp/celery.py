@@ -216,6 +216,7 @@ class _Worker:
         # Orders a raise into the running task against the task's end: a
         # raise is never left pending for the interpreter's next task.
         self.raise_lock = threading.Lock()
+        self.raised = False     # a raise may be pending in the interpreter
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name=f'subinterp-celery-{number}')
 
@@ -276,9 +277,8 @@ class _Worker:
         if terminated is not None or job.terminated is not None:
             job._fail(Terminated(-(job.terminated or terminated)))
             return
-        with pool._lock:
-            self.job = job
-        pool._arm(job)
+        if job.soft_timeout or job.timeout:
+            pool._arm(job)
         try:
             ok, outcome = self.interp.call(_run_job, job._target, job._args, job._kwargs)
         except subinterp.ExecutionFailed as exc:
@@ -294,10 +294,12 @@ class _Worker:
                     self.job = None
                 # A stop that came as the task returned must not hit the
                 # next task in this interpreter.
-                try:
-                    _subinterp.raise_in(self.interp.id, self.ident, None)
-                except Exception:
-                    pass
+                if self.raised:
+                    self.raised = False
+                    try:
+                        _subinterp.raise_in(self.interp.id, self.ident, None)
+                    except Exception:
+                        pass
         self.tasks += 1
         if job.terminated is not None:
             job._fail(Terminated(-job.terminated))
@@ -690,6 +692,7 @@ class TaskPool(BasePool):
                 current = worker.job
                 if current is None or (job is not None and current is not job):
                     return
+                worker.raised = True
                 _subinterp.raise_in(worker.interp.id, worker.ident, exc_name)
             except Exception as exc:
                 logger.warning('subinterp.celery: could not raise %s in %r: %s',
