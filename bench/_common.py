@@ -8,6 +8,7 @@ the functions the benchmarks run in other interpreters are self-contained.
 import glob
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -326,3 +327,48 @@ class Targets:
         print("targets (informational; benchmarks never fail):")
         for line in self.lines:
             print(line)
+
+
+def _children():
+    children = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except OSError:
+            continue
+    return children
+
+
+def process_tree(pid):
+    """pid and its descendants."""
+    children = _children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def process_count(pid):
+    return len(process_tree(pid))
+
+
+def tree_memory(pid):
+    """Summed RSS and PSS (KiB) of pid and its descendants. PSS counts a
+    page shared by n processes as 1/n in each (forked workers share their
+    parent's pages), so its sum counts every page once."""
+    rss = pss = 0
+    for p in process_tree(pid):
+        try:
+            with open(f'/proc/{p}/smaps_rollup') as f:
+                text = f.read()
+            rss += int(re.search(r'^Rss:\s+(\d+)', text, re.M).group(1))
+            pss += int(re.search(r'^Pss:\s+(\d+)', text, re.M).group(1))
+        except (OSError, AttributeError):
+            pass
+    return rss, pss

@@ -28,7 +28,6 @@ tests/python/debian_celery_compat.
 
 import argparse
 import os
-import re
 import signal
 import statistics
 import sys
@@ -38,36 +37,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests', 'python'))
 import celery_support  # noqa: E402
+sys.path.insert(0, HERE)
+import _common  # noqa: E402
 
 KINDS = ('prefork', 'threads', 'subinterp')
-
-
-def tree(pid):
-    """``pid`` and its descendants."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def pss_mib(pid):
-    try:
-        with open(f'/proc/{pid}/smaps_rollup') as f:
-            return int(re.search(r'Pss:\s+(\d+)', f.read()).group(1)) / 1024
-    except (OSError, AttributeError):
-        return 0.0
 
 
 def calibrate(ms):
@@ -152,11 +125,13 @@ def main():
                     f'{kind} {rates[kind][-1]:.1f}/s' for kind in KINDS), flush=True)
             memory = {}
             for kind in KINDS:
-                pids = tree(workers[kind].pid)
-                memory[kind] = (sum(pss_mib(p) for p in pids), len(pids))
+                rss, pss = _common.tree_memory(workers[kind].pid)
+                memory[kind] = (pss / 1024, _common.process_count(workers[kind].pid))
         finally:
             for worker in workers.values():
                 worker.stop(signal.SIGTERM)
+            import gc
+            gc.collect()  # results unsubscribe from redis as they go
             app.close()
             redis.stop()
 

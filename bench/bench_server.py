@@ -38,6 +38,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import _common  # noqa: E402
 REPO = os.path.dirname(HERE)
 DIST = '/usr/lib/python3/dist-packages'
 ENDPOINTS = {'hello': '/hello', 'cpu': '/cpu', 'flask': '/flask'}
@@ -144,35 +146,6 @@ def wait_port(port, proc, timeout=60):
         except OSError:
             time.sleep(0.1)
     return False
-
-
-def tree_memory(pid):
-    """Summed RSS and PSS (KiB) of pid and its descendants. PSS counts a
-    page shared by n processes as 1/n in each (forked workers share their
-    parent's pages), so its sum counts every page once."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-        except OSError:
-            continue
-    rss = pss = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
-        try:
-            with open(f'/proc/{p}/smaps_rollup') as f:
-                text = f.read()
-            rss += int(re.search(r'^Rss:\s+(\d+)', text, re.M).group(1))
-            pss += int(re.search(r'^Pss:\s+(\d+)', text, re.M).group(1))
-        except (OSError, AttributeError):
-            pass
-    return rss, pss
 
 
 def parse_wrk(text):
@@ -297,7 +270,7 @@ def memory_per_worker(table_fn, py, counts=(1, 4)):
                     subprocess.run(['wrk', '-t1', f'-c{2 * n}', '-d1s',
                                     f'http://127.0.0.1:{port}{path}'], capture_output=True)
                 time.sleep(0.5)
-                rss, pss = tree_memory(proc.pid)
+                rss, pss = _common.tree_memory(proc.pid)
                 rows.setdefault(kind, {})[n] = (rss / 1024, pss / 1024)
             finally:
                 try:
@@ -445,7 +418,7 @@ def main():
                     out = subprocess.run(['wrk', '-t2', '-c32', f'-d{args.seconds}s',
                                           '--latency', url], capture_output=True, text=True)
                     rps, p50, p99, errors = parse_wrk(out.stdout)
-                    rss, pss = tree_memory(proc.pid)
+                    rss, pss = _common.tree_memory(proc.pid)
                     results.setdefault((name, ep), []).append((rps, p50, p99, errors, rss, pss))
                     print(f'  round {r + 1} {name:40} {ep:6} {rps:9.0f} req/s  p99 {p99:7.2f} ms',
                           flush=True)

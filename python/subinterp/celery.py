@@ -715,7 +715,9 @@ class TaskPool(BasePool):
             'implementation': 'subinterp.celery:TaskPool',
             'max-concurrency': self.limit,
             'processes': [os.getpid()],
-            'interpreters': [w.interp.id for w in workers if w.interp is not None],
+            'interpreters': [w.interp.id for w in workers
+                             if w.started.is_set() and w.error is None],
+            'starting': len([w for w in workers if not w.started.is_set()]),
             'running': len([w for w in workers if w.job is not None]),
             'queued': queued,
             'stopping-interpreters': [w.interp.id for w in left if w.interp is not None],

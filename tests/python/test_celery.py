@@ -115,7 +115,18 @@ class TaskPoolTests(_WorkerCase):
         self.assertEqual(str(caught.exception), 'no such thing')
         self.wait_logged('celery_tasks.TaskFailure: no such thing')
 
+    def wait_pool_ready(self, count=2):
+        """Until ``count`` interpreters serve and none is starting or
+        stopping (an earlier test may have had one replaced)."""
+        def ready():
+            pool = self.stats(self.worker)['pool']
+            return (len(pool['interpreters']) == count and not pool['starting']
+                    and not pool['stopping-interpreters'])
+        celery_support.wait_for(ready, WAIT, f'{count} ready interpreters',
+                                log=self.worker.log)
+
     def test_two_interpreters_in_one_process(self):
+        self.wait_pool_ready()
         # Two slow tasks at once: each worker interpreter takes one.
         results = [celery_tasks.spin.delay(SPIN) for _ in range(2)]
         ids = {r.get(timeout=WAIT)[3] for r in results}
@@ -130,6 +141,7 @@ class TaskPoolTests(_WorkerCase):
     def test_cpu_bound_tasks_run_in_parallel(self):
         # Two CPU-bound tasks at once each take about their own CPU time
         # (with one GIL they would take twice as long) and overlap.
+        self.wait_pool_ready()
         for attempt in range(3):
             a, b = (celery_tasks.spin.delay(SPIN) for _ in range(2))
             (s1, e1, cpu1, i1), (s2, e2, cpu2, i2) = a.get(timeout=WAIT), b.get(timeout=WAIT)
