@@ -13,6 +13,7 @@ app = Celery('celery_tasks')
 app.conf.worker_pool = 'subinterp.celery:TaskPool'
 app.conf.broker_connection_retry_on_startup = True
 app.conf.worker_prefetch_multiplier = 1
+app.conf.worker_pool_restarts = True
 # More task modules, for a test that needs one that only its worker imports.
 app.conf.imports = tuple(m for m in os.environ.get('CELERY_TASKS_IMPORTS', '').split(',') if m)
 
