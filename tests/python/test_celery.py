@@ -281,8 +281,8 @@ class ShutdownTests(_WorkerCase):
             celery_support.stop(proc)
         with open(log) as f:
             text = f.read()
-        # Celery 5.2 logs "Unrecoverable error" and exits, with status 0
-        # whatever the pool (its own bug); the worker must not hang.
+        # Celery 5.2 logs "Unrecoverable error" and exits with status 0
+        # (its own handling of a step that fails); the worker must not hang.
         self.assertIsNotNone(code)
         self.assertIn('Unrecoverable error', text)
         self.assertIn('a worker interpreter could not start the app', text)
