@@ -53,7 +53,6 @@ def _start_worker(module, attr, hostname, changes):
     from celery._state import set_default_app
     from celery.app import trace
     from celery.app.trace import build_tracer
-    from celery.concurrency.base import BasePool as _Base  # noqa: F401
     from celery.worker import state as worker_state
     try:
         from celery._state import _set_task_join_will_block

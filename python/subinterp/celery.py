@@ -139,7 +139,8 @@ class ApplyResult:
     """What :meth:`TaskPool.apply_async` returns: one task in the pool.
 
     Celery keeps a weak reference to it and calls :meth:`terminate` for
-    ``revoke(terminate=True)``; the pool holds it until the task is over.
+    ``revoke(terminate=True)``; the pool's queue, then the worker running
+    it, hold it until the task is over.
     """
 
     def __init__(self, pool, target, args, kwargs, callback, accept_callback,
@@ -185,7 +186,7 @@ class ApplyResult:
             if self._done:
                 return
             self._done = True
-        self._pool._forget(self)
+        self._pool._count_done()
         self._call(fn, *args, **kwargs)
 
     def _call(self, fn, *args, **kwargs):
@@ -338,7 +339,6 @@ class TaskPool(BasePool):
         self._queue = collections.deque()
         self._workers = []        # serving: started or starting
         self._left = []           # told to stop a task, not returned yet
-        self._jobs = set()        # ApplyResults not finished
         self._numbers = 0
         self._accepting = False
         self._done_count = 0
@@ -584,7 +584,6 @@ class TaskPool(BasePool):
         with self._lock:
             if not self._accepting:
                 raise RuntimeError('subinterp.celery: the pool is not running')
-            self._jobs.add(job)
             self._queue.append(job)
             self._job_ready.notify()
         return job
@@ -600,9 +599,8 @@ class TaskPool(BasePool):
                     return job
                 self._job_ready.wait()
 
-    def _forget(self, job):
+    def _count_done(self):
         with self._lock:
-            self._jobs.discard(job)
             self._done_count += 1
 
     def terminate_job(self, pid, signal=None):

@@ -24,6 +24,7 @@ bookkeeping) stays in the worker's main interpreter; only the task's
 ``fn(*args, **kwargs)`` runs in a sub-interpreter.
 """
 
+import atexit
 import concurrent.futures
 import logging
 import os
@@ -121,7 +122,6 @@ def _register():
 
 
 _register()
-import atexit  # noqa: E402
 atexit.register(_close_pools)
 
 # --- dask.distributed -------------------------------------------------------------
