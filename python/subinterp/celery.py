@@ -126,6 +126,13 @@ def _trim_memory():
     if trim is not None:
         trim()
 
+def _cold_shutdown_requested():
+    """Whether Celery's cold-shutdown handler (SIGQUIT, a second SIGINT or
+    SIGTERM's hard variant) has run."""
+    from celery.worker import state
+    return getattr(state, 'should_terminate', None) is not None
+
+
 def _einfo(exc):
     """billiard's ExceptionInfo of ``exc``, with a traceback, as the pool's
     error callbacks expect."""
@@ -457,12 +464,15 @@ class TaskPool(BasePool):
 
     def on_terminate(self):
         """Cold shutdown: running tasks get SystemExit and one second."""
-        with self._lock:
-            running = [w for w in self._workers if w.job is not None]
-        for worker in running:
-            self._raise(worker, 'SystemExit')
+        self._stop_running_tasks()
         self._stop_all(wait=True, grace=_COLD_GRACE)
         self._unregister()
+
+    def _stop_running_tasks(self):
+        with self._lock:
+            running = [w for w in self._workers + self._left if w.job is not None]
+        for worker in running:
+            self._raise(worker, 'SystemExit')
 
     def on_close(self):
         with self._lock:
@@ -485,6 +495,14 @@ class TaskPool(BasePool):
             for worker in workers:
                 while worker.thread.is_alive():
                     self._run_pending()
+                    if deadline is None and _cold_shutdown_requested():
+                        # A second Ctrl-C, or SIGQUIT, during a warm
+                        # shutdown: Celery's handler only sets a flag that
+                        # its stopped event loop would have read.
+                        logger.warning('subinterp.celery: cold shutdown: stopping '
+                                       'the running tasks')
+                        self._stop_running_tasks()
+                        deadline = time.monotonic() + _COLD_GRACE
                     step = 0.05
                     if deadline is not None:
                         step = min(step, deadline - time.monotonic())

@@ -253,6 +253,29 @@ class ShutdownTests(_WorkerCase):
         self.assertLess(took, 20, worker.text()[-4000:])
         self.assertNotIn('Fatal Python error', worker.text())
 
+    def test_cold_shutdown_during_a_warm_one(self):
+        # A warm shutdown waits for a task that never ends; a second Ctrl-C
+        # (here SIGQUIT, the same cold shutdown) must end the wait.
+        worker = self.start_worker('-c', '2')
+        try:
+            celery_tasks.forever.delay()
+            self.wait_running(worker, 1)
+            os.kill(worker.pid, signal.SIGINT)
+            celery_support.wait_for(lambda: 'Warm shutdown' in worker.text(), WAIT,
+                                    'the warm shutdown', log=worker.log)
+            time.sleep(0.5)
+            self.assertIsNone(worker.proc.poll())  # still waiting for the task
+            start = time.monotonic()
+            worker.stop(signal.SIGQUIT, timeout=WAIT)
+            took = time.monotonic() - start
+        finally:
+            celery_support.stop(worker.proc)
+        self.assertLess(took, 20, worker.text()[-4000:])
+        # The task was stopped (by Celery's cold shutdown, or by the pool's
+        # wait noticing it), not waited for.
+        self.assertIn('Worker interpreter exited prematurely: SystemExit', worker.text())
+        self.assertNotIn('Fatal Python error', worker.text())
+
     def test_app_that_cannot_start_in_an_interpreter_is_refused(self):
         # Task code that fails to import in a worker interpreter (say, a C
         # extension without sub-interpreter support) stops the start with
